@@ -1,0 +1,47 @@
+"""verl plugin entry point (entry-point group ``verl.plugins``).
+
+verl imports this module in every process that imports verl (driver, TaskRunner, agent-loop,
+reward and training workers), so every rpo_verl name is registered wherever verl looks it up.
+verl swallows exceptions raised here (DEBUG log only), so each component failure is logged at
+ERROR level and kept in ``FAILED``; ``tests/test_plugin.py`` asserts that nothing failed.
+
+Each component module exposes ``register()`` (idempotent) and ``REGISTRATIONS``, a mapping
+``{registry kind: [names]}`` that the contract test checks against verl's own registries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+
+logger = logging.getLogger("rpo_verl.plugin")
+
+# Order matters only where one registration needs another (platform before engines).
+COMPONENTS: tuple[str, ...] = (
+)
+
+FAILED: dict[str, str] = {}
+
+
+def register_all() -> None:
+    """Import every component and call its ``register()``; never raises (verl would hide it)."""
+    for module_name in COMPONENTS:
+        try:
+            importlib.import_module(module_name).register()
+        except Exception:  # noqa: BLE001 - verl discards plugin exceptions; keep and log them
+            FAILED[module_name] = traceback.format_exc()
+            logger.error("rpo_verl: registering %s failed:\n%s", module_name, FAILED[module_name])
+
+
+def expected_registrations() -> dict[str, list[str]]:
+    """Union of every component's ``REGISTRATIONS`` (what verl's registries must contain)."""
+    merged: dict[str, list[str]] = {}
+    for module_name in COMPONENTS:
+        module = importlib.import_module(module_name)
+        for kind, names in module.REGISTRATIONS.items():
+            merged.setdefault(kind, []).extend(names)
+    return merged
+
+
+register_all()

@@ -1,0 +1,37 @@
+"""rpo_verl: RPO, DPS and R2VPO for verl 0.9.1, packaged as a verl plugin."""
+
+from setuptools import find_packages, setup
+
+VERL_VERSION = "0.9.1"
+
+setup(
+    name="rpo_verl",
+    version="0.1.0",
+    description="Cheaper reinforcement fine-tuning of reasoning models on verl: RPO, DPS and R2VPO",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["rpo_verl", "rpo_verl.*"]),
+    package_data={"rpo_verl": ["config/*.yaml", "config/**/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        f"verl[verl-core]=={VERL_VERSION}",
+        "math-verify>=0.7",
+        "gguf>=0.10",
+        "pandas>=2.0",
+        "pyarrow>=19.0.0",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        # CPU machines: the 2.13.0 CPU build (a local wheel on the project's machines).
+        "cpu": ["torch==2.13.0"],
+        # GPU nodes: verl's own vLLM stack (pins torch 2.11, vllm 0.24, transformers 5.9) + flash-attn.
+        "gpu": [f"verl[vllm,flash-attn-cu130torch211]=={VERL_VERSION}"],
+        "test": ["pytest>=8", "pytest-timeout", "pytest-asyncio"],
+    },
+    entry_points={
+        # verl/__init__.py loads every entry point of this group in every process that imports verl.
+        "verl.plugins": ["rpo_verl = rpo_verl.plugin"],
+    },
+)
