@@ -19,6 +19,7 @@ logger = logging.getLogger("rpo_verl.plugin")
 
 # Order matters only where one registration needs another (platform before engines).
 COMPONENTS: tuple[str, ...] = (
+    "rpo_verl.backends.cpu",
 )
 
 FAILED: dict[str, str] = {}

@@ -1,0 +1,1 @@
+"""Execution backends that plug into verl's own extension points (platforms, engines)."""

@@ -1,0 +1,114 @@
+"""What a trainer does to run verl on the CPU platform.
+
+verl picks its platform once per process from env ``VERL_PLATFORM`` (first ``get_platform()``
+call). Three places must agree:
+
+1. the driver process: call ``activate_cpu_platform()`` before anything calls verl's
+   ``get_platform()`` (importing ``verl.trainer.main_ppo`` / ``constants_ppo`` already does), or
+   export ``VERL_PLATFORM=cpu`` in the shell;
+2. every Ray worker (TaskRunner, training workers, agent-loop, reward, rollout servers): merge
+   ``cpu_worker_env()`` into ``ray_kwargs.ray_init.runtime_env.env_vars`` -- on a cluster
+   started with ``ray start`` workers do not inherit the driver's environment;
+3. the config: ``check_cpu_config(config)`` names every setting that cannot work on CPU.
+
+Ray itself must be started with a *logical* GPU per training rank (``ray_init.num_gpus``, see
+``CPUPlatform.ray_resource_name``) and ``trainer.n_gpus_per_node`` x ``trainer.nnodes`` ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from rpo_verl.backends.cpu.device import usable_cpu_count
+from rpo_verl.backends.cpu.platform import PLATFORM_NAME
+
+PLATFORM_ENV_VAR = "VERL_PLATFORM"
+
+
+def cpu_worker_env(num_threads: int | None = None) -> dict[str, str]:
+    """Env vars for Ray's ``runtime_env["env_vars"]`` so every worker runs on the CPU platform.
+
+    ``VERL_PLATFORM=cpu`` selects the platform. ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set
+    torch's intra-op threads: otherwise Ray sets ``OMP_NUM_THREADS`` to the worker's *logical*
+    CPU share (1 for actors without ``num_cpus``), which leaves cores idle or oversubscribes
+    them. Default: the cores this process may use.
+    """
+    threads = num_threads if num_threads is not None else usable_cpu_count()
+    if threads < 1:
+        raise ValueError(f"num_threads: must be >= 1, got {threads}")
+    return {PLATFORM_ENV_VAR: PLATFORM_NAME, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def activate_cpu_platform():
+    """Select the CPU platform in this process (the driver). Returns verl's platform object.
+
+    Raises ``ValueError`` if ``VERL_PLATFORM`` names another platform, ``RuntimeError`` if verl
+    already resolved another platform in this process (something called ``get_platform()``
+    first; set ``VERL_PLATFORM=cpu`` before importing verl's trainer modules).
+    """
+    from verl.plugin.platform import get_platform
+    from verl.plugin.platform import platform_manager
+
+    from rpo_verl.backends.cpu import register
+    from rpo_verl.backends.cpu.platform import CPUPlatform
+
+    requested = os.environ.get(PLATFORM_ENV_VAR, "").strip().lower()
+    if requested and requested != PLATFORM_NAME:
+        raise ValueError(
+            f"trainer.device=cpu needs {PLATFORM_ENV_VAR}={PLATFORM_NAME}, but {PLATFORM_ENV_VAR}={requested!r} is "
+            f"set: unset it, or use trainer.device=cuda on an accelerator machine"
+        )
+    os.environ[PLATFORM_ENV_VAR] = PLATFORM_NAME
+    register()  # the plugin normally did this already; also installs the process-group fix now
+    current = platform_manager._current_platform
+    if current is not None and not isinstance(current, CPUPlatform):
+        raise RuntimeError(
+            f"verl already selected platform {type(current).__name__} (device {current.device_name!r}) in this "
+            f"process before the CPU platform was activated; export {PLATFORM_ENV_VAR}={PLATFORM_NAME} or call "
+            "activate_cpu_platform() before importing verl.trainer modules"
+        )
+    return get_platform()
+
+
+def _select(config: Any, key: str, default: Any = None) -> Any:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_config(config):
+        config = OmegaConf.create(dict(config) if isinstance(config, Mapping) else config)
+    return OmegaConf.select(config, key, default=default)
+
+
+def _needs_reference(config: Any) -> bool:  # verl.trainer.ppo.utils.need_reference_policy
+    return bool(_select(config, "algorithm.use_kl_in_reward", False) or _select(config, "actor_rollout_ref.actor.use_kl_loss"))
+
+
+def _needs_critic(config: Any) -> bool:
+    enable = _select(config, "critic.enable")
+    if enable is not None:
+        return bool(enable)
+    return _select(config, "algorithm.adv_estimator") == "gae"  # verl.trainer.ppo.utils.need_critic
+
+
+def check_cpu_config(config: Any) -> None:
+    """Raise ``ValueError`` naming every setting (dotted key, value, fix) the CPU backend rejects.
+
+    Checks what this backend decides: the device and the FSDP version of every trained or
+    reference model (FSDP1 needs an accelerator).
+    """
+    problems = []
+    device = _select(config, "trainer.device")
+    if device != "cpu":
+        problems.append(f"trainer.device={device!r}: set trainer.device=cpu")
+    keys = ["actor_rollout_ref.actor.strategy"]
+    if _needs_reference(config):
+        keys.append("actor_rollout_ref.ref.strategy")
+    if _needs_critic(config):
+        keys.append("critic.strategy")
+    for key in keys:
+        value = _select(config, key)
+        if value != "fsdp2":
+            problems.append(f"{key}={value!r}: set {key}=fsdp2 (FSDP2 is the only training backend on CPU)")
+    if problems:
+        raise ValueError("settings that cannot run on the CPU platform:\n  " + "\n  ".join(problems))
