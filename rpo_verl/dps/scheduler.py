@@ -1,0 +1,149 @@
+"""The DPS scheduler as one named Ray actor (a thin wrapper around ``core.SchedulerCore``).
+
+Driver side::
+
+    client = DPSSchedulerClient.create(cfg, num_prompts=len(train_dataset), rollouts_per_prompt=n)
+    ids = client.select(B)                       # before rollout: dataset row indices [B]
+    metrics = client.update(ids, success_rates)  # after rewards: raw group accuracy in [0,1]
+    client.save(path) / client.load(path)        # with verl's checkpoint
+
+Fault tolerance: the actor is created with ``max_restarts``; after every ``snapshot_every``-th
+update it writes its state atomically to ``snapshot_path``, and a restarted actor (same
+constructor arguments) reloads that file. The client retries a call once after the actor died;
+updates carry their index so a retried update that had already been applied is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import ray
+
+from rpo_verl.dps.config import DPSConfig, build_dps_config
+from rpo_verl.dps.core import SchedulerCore
+from rpo_verl.dps.state_io import load_state, save_state
+
+logger = logging.getLogger("rpo_verl.dps")
+
+SCHEDULER_ACTOR_NAME = "rpo_verl_dps_scheduler"
+
+
+class DPSScheduler:
+    """Actor body (plain class; ``create_scheduler`` wraps it with ``ray.remote``)."""
+
+    def __init__(self, config: dict, num_prompts: int, rollouts_per_prompt: int = 1):
+        self.config: DPSConfig = build_dps_config(config)
+        self.core = SchedulerCore(self.config, num_prompts, rollouts_per_prompt)
+        self.restored_from: str | None = None
+        path = self.config.snapshot_path
+        if path and os.path.exists(path):
+            self.core.load_state_dict(load_state(path))
+            self.restored_from = path
+            logger.warning("DPS scheduler restored from snapshot %s (%d updates)", path, self.core.num_updates)
+
+    def select(self, batch_size: int, exclude=None) -> np.ndarray:
+        return self.core.select(batch_size, exclude)
+
+    def update(self, prompt_ids, success_rates, num_rollouts=None, update_index: int | None = None) -> dict:
+        before = self.core.num_updates
+        metrics = self.core.update(prompt_ids, success_rates, num_rollouts, update_index)
+        path = self.config.snapshot_path
+        if path and self.core.num_updates != before and self.core.num_updates % self.config.snapshot_every == 0:
+            t0 = time.perf_counter()
+            save_state(path, self.core.state_dict())
+            metrics["dps/snapshot_time_s"] = time.perf_counter() - t0
+        return metrics
+
+    def metrics(self) -> dict:
+        return self.core.metrics()
+
+    def state_dict(self) -> dict:
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.core.load_state_dict(state)
+
+    def save(self, path: str) -> None:
+        save_state(path, self.core.state_dict())
+
+    def load(self, path: str) -> None:
+        self.core.load_state_dict(load_state(path))
+
+    def info(self) -> dict:
+        return {"num_prompts": self.core.num_prompts, "num_updates": self.core.num_updates,
+                "selector": self.config.selector, "restored_from": self.restored_from, "pid": os.getpid()}
+
+
+def create_scheduler(config, num_prompts: int, rollouts_per_prompt: int = 1, namespace: str | None = None):
+    """Create (or attach to an existing) named scheduler actor; returns the actor handle."""
+    cfg = config if isinstance(config, DPSConfig) else build_dps_config(config)
+    from dataclasses import asdict
+
+    options = dict(name=cfg.actor_name, get_if_exists=True, max_restarts=cfg.max_restarts, num_cpus=0)
+    if namespace is not None:
+        options["namespace"] = namespace
+    return ray.remote(DPSScheduler).options(**options).remote(asdict(cfg), num_prompts, rollouts_per_prompt)
+
+
+def get_scheduler(name: str = SCHEDULER_ACTOR_NAME, namespace: str | None = None):
+    """Handle of the running scheduler actor (e.g. from a worker process)."""
+    return ray.get_actor(name, namespace=namespace)
+
+
+class DPSSchedulerClient:
+    """Blocking driver-side wrapper: ``ray.get`` plus one retry after an actor restart."""
+
+    def __init__(self, handle, retry_wait_s: float = 60.0):
+        self.handle = handle
+        self.retry_wait_s = retry_wait_s
+        self._next_update = int(self._call("info")["num_updates"])
+
+    @classmethod
+    def create(cls, config, num_prompts: int, rollouts_per_prompt: int = 1, namespace: str | None = None):
+        return cls(create_scheduler(config, num_prompts, rollouts_per_prompt, namespace))
+
+    def _call(self, method: str, *args, **kwargs):
+        try:
+            return ray.get(getattr(self.handle, method).remote(*args, **kwargs))
+        except ray.exceptions.RayActorError as exc:
+            logger.warning("DPS scheduler call %s failed (%s); retrying once after its restart", method, exc)
+            deadline = time.monotonic() + self.retry_wait_s
+            while True:
+                try:
+                    return ray.get(getattr(self.handle, method).remote(*args, **kwargs))
+                except ray.exceptions.RayActorError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+
+    def select(self, batch_size: int, exclude=None) -> np.ndarray:
+        return np.asarray(self._call("select", batch_size, exclude), dtype=np.int64)
+
+    def update(self, prompt_ids, success_rates, num_rollouts=None) -> dict:
+        metrics = self._call("update", np.asarray(prompt_ids), np.asarray(success_rates, dtype=np.float64),
+                             num_rollouts, self._next_update)
+        self._next_update += 1
+        return metrics
+
+    def metrics(self) -> dict:
+        return self._call("metrics")
+
+    def state_dict(self) -> dict:
+        return self._call("state_dict")
+
+    def load_state_dict(self, state: dict) -> None:
+        self._call("load_state_dict", state)
+        self._next_update = int(self._call("info")["num_updates"])
+
+    def save(self, path: str) -> None:
+        self._call("save", path)
+
+    def load(self, path: str) -> None:
+        self._call("load", path)
+        self._next_update = int(self._call("info")["num_updates"])
+
+    def info(self) -> dict:
+        return self._call("info")

@@ -1,0 +1,107 @@
+"""Snapshot files for the DPS scheduler state (pure; no pickle).
+
+A state is a nested dict of numpy arrays and JSON values. It is written as one ``.npz``: every
+array under its ``/``-joined key, everything else in a JSON entry ``__meta__``. Writes are atomic
+(temporary file in the same directory, fsync, ``os.replace``), so a crash leaves the previous file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+META_KEY = "__meta__"
+FORMAT = "rpo_verl.dps.state/1"
+
+
+class DPSStateError(ValueError):
+    """A snapshot file that cannot be used (corrupt, not a DPS state, wrong dataset)."""
+
+
+def _has_array(value) -> bool:
+    return isinstance(value, np.ndarray) or (isinstance(value, dict) and any(map(_has_array, value.values())))
+
+
+def _split(state: dict, prefix: str, arrays: dict) -> dict:
+    """Arrays into ``arrays`` under ``/``-joined keys; the JSON rest returned (dicts without arrays as-is)."""
+    meta = {}
+    for key, value in state.items():
+        path = f"{prefix}{key}"
+        if _has_array(value) and "/" in key:
+            raise ValueError(f"state key {key!r} holds arrays and must not contain '/'")
+        if isinstance(value, np.ndarray):
+            arrays[path] = value
+        elif isinstance(value, dict) and _has_array(value):
+            meta[key] = {"__dict__": _split(value, path + "/", arrays)}
+        elif isinstance(value, np.generic):
+            meta[key] = value.item()
+        else:
+            meta[key] = value
+    return meta
+
+
+def _join(meta: dict, prefix: str, arrays) -> dict:
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, dict) and "__dict__" in value:
+            out[key] = _join(value["__dict__"], f"{prefix}{key}/", arrays)
+        else:
+            out[key] = value
+    for path in arrays.files:
+        if path != META_KEY and path.startswith(prefix) and "/" not in path[len(prefix):]:
+            out[path[len(prefix):]] = arrays[path]
+    return out
+
+
+def save_state(path: str, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically."""
+    arrays: dict = {}
+    meta = _split(state, "", arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{META_KEY: np.frombuffer(json.dumps({"format": FORMAT, "state": meta}).encode(), np.uint8)})
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dps_state.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(path: str) -> dict:
+    """Read a state written by ``save_state``; a damaged file raises ``DPSStateError``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"DPS scheduler state file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data[META_KEY]).decode())
+            if header.get("format") != FORMAT:
+                raise ValueError(f"format {header.get('format')!r}, expected {FORMAT!r}")
+            return _join(header["state"], "", _Loaded(data))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DPSStateError(
+            f"DPS scheduler state file {path} is corrupt or not a DPS state ({type(exc).__name__}: {exc}); "
+            f"restore a good copy or delete it to start the scheduler from scratch"
+        ) from exc
+
+
+class _Loaded:
+    """Eagerly materialised arrays of an open npz (the file is closed after loading)."""
+
+    def __init__(self, data):
+        self.files = list(data.files)
+        self._arrays = {k: data[k] for k in self.files if k != META_KEY}
+
+    def __getitem__(self, key):
+        return self._arrays[key]
