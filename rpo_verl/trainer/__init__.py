@@ -1,0 +1,1 @@
+"""rpo_verl's trainer: launch (Hydra -> checks -> verl's run_ppo), task runner, trainer subclass."""

@@ -1,0 +1,87 @@
+"""Trainer-side hook interface for rpo_verl features (RPO, DPS, R2VPO, ...).
+
+A feature registers a ``TrainerExtension`` subclass in ``rpo_verl.config.features.FEATURES``;
+``RpoVerlTrainer`` builds one instance per enabled feature (in ``FEATURES`` order) and calls the
+hooks below at fixed points of verl's unmodified v1 sync loop. Every hook is a no-op here, so a
+feature overrides only what it needs and features compose without editing the trainer.
+
+Batches: before rollout a batch is a ``tensordict.TensorDict`` of prompts (one row per prompt,
+non-tensor columns such as ``raw_prompt``, ``uid``, ``extra_info``; extra non-tensor columns reach
+the agent loop's kwargs). After rollout it is a ``transfer_queue.KVBatchMeta`` (keys of one row per
+*response* in TransferQueue partition ``batch.partition_id``); read and write its fields with
+``transfer_queue.kv_batch_get`` / ``kv_batch_put`` as verl's trainer does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tensordict import TensorDict
+    from transfer_queue import KVBatchMeta
+
+    from rpo_verl.trainer.trainer import RpoVerlTrainer
+
+
+class TrainerExtension:
+    """Base class: one feature's trainer logic. ``name`` is the feature's section name."""
+
+    def __init__(self, trainer: RpoVerlTrainer, config: Any, name: str):
+        self.trainer = trainer  # the running trainer (config, tokenizer, worker groups, global_steps)
+        self.config = config  # this feature's validated config dataclass
+        self.name = name
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_init_end(self) -> None:
+        """Workers, rollout servers and reward workers are up; a checkpoint (if any) is loaded
+        (``load_state_dict`` already called) and the rollout servers hold the trainer's weights."""
+
+    def on_train_begin(self) -> None:
+        """Before the first training step (after validation-before-training)."""
+
+    def on_train_end(self) -> None:
+        """After the last training step (also when verl's loop returns early)."""
+
+    def on_validate_begin(self) -> None:
+        """Before a validation pass (validation prompts bypass ``fetch_prompts``/``before_rollout``)."""
+
+    def on_validate_end(self) -> None:
+        """After a validation pass."""
+
+    def on_step_begin(self) -> None:
+        """Start of training step ``trainer.global_steps``, before any prompt is fetched."""
+
+    def on_step_end(self) -> None:
+        """End of the step, after the actor update and checkpoint save, before the weight push."""
+
+    # -- prompts and rollout -----------------------------------------------------------------
+    def fetch_prompts(self, num_prompts: int) -> TensorDict | None:
+        """Return ``num_prompts`` training prompts to roll out this step, or None to leave the
+        choice to the next extension / verl's dataloader (pre-rollout prompt selection: DPS).
+        ``trainer.fetch_dataloader_prompts(n)`` draws candidates from verl's dataloader."""
+        return None
+
+    def before_rollout(self, batch: TensorDict) -> TensorDict:
+        """Transform the training prompts just before they go to the agent loop (e.g. attach
+        RPO prefixes as extra non-tensor columns). Return the batch to submit."""
+        return batch
+
+    # -- after rollout -----------------------------------------------------------------------
+    def on_batch_rewarded(self, batch: KVBatchMeta, metrics: dict) -> None:
+        """Responses, rewards (``rm_scores``) and old log-probs of this step are in TransferQueue;
+        called before advantages are computed (e.g. cache write-back, per-prompt statistics)."""
+
+    def after_advantage(self, batch: KVBatchMeta, metrics: dict) -> None:
+        """``advantages``/``returns`` are in TransferQueue; called before the actor update."""
+
+    def step_metrics(self) -> dict[str, float]:
+        """Extra metrics for this step's log line (namespaced: ``rpo/``, ``dps/``, ``eff/``...)."""
+        return {}
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """State to save with each trainer checkpoint (picklable)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, when a run resumes from a checkpoint."""

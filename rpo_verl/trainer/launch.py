@@ -1,0 +1,229 @@
+"""What ``python -m rpo_verl.main`` does between Hydra and verl's ``run_ppo``.
+
+``prepare`` (driver): absolute paths, the environment every Ray process needs (the CPU platform
+on ``trainer.device=cpu``, rpo_verl's plugin), start-up validation (verl's ``validate_config``,
+the feature dataclasses, ``rpo_verl.config.checks``). ``launch`` then hands the config to verl's
+``run_ppo`` with ``RpoVerlTaskRunner``, or, with ``rpo_verl.dry_run=true``, prints the resolved
+config and returns before Ray starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rpo_verl.config.checks import Problem, StartupCheckError, enforce, run_checks
+from rpo_verl.config.features import RunConfig, build_features, build_run_config
+from rpo_verl.config.validation import ConfigError
+
+PLUGIN_MODULE = "rpo_verl.plugin"
+# Config keys holding local paths that may be written with "~" or relative to the launch folder
+# (Ray workers do not share the driver's working directory).
+PATH_KEYS = (
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.model.tokenizer_path",
+    "critic.model.path",
+    "reward.custom_reward_function.path",
+    "trainer.default_local_dir",
+    "trainer.rollout_data_dir",
+    "trainer.validation_data_dir",
+    "rpo_verl.metrics_file",
+)
+LIST_PATH_KEYS = ("data.train_files", "data.val_files")
+
+
+def _cpu_platform_env() -> dict[str, str]:
+    """Environment the CPU platform needs in every process (VERL_PLATFORM, torch threads)."""
+    from rpo_verl.backends.cpu.env import cpu_worker_env
+
+    return cpu_worker_env()
+
+
+def worker_env_vars(config: DictConfig) -> dict[str, str]:
+    """Environment variables for the driver and every Ray worker of this run."""
+    env: dict[str, str] = {}
+    # verl imports rpo_verl.plugin through its entry point; naming it here as well keeps it loaded
+    # when VERL_USE_EXTERNAL_PLUGINS restricts the entry points.
+    modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
+    if PLUGIN_MODULE not in modules:
+        modules.append(PLUGIN_MODULE)
+    env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
+    if OmegaConf.select(config, "trainer.device") == "cpu":
+        env.update(_cpu_platform_env())
+    return env
+
+
+def _expand(path):
+    if path is None or not isinstance(path, str) or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolutize_paths(config: DictConfig) -> None:
+    """Expand "~" and make local paths absolute (workers may run in another folder)."""
+    with open_dict(config):
+        for key in PATH_KEYS:
+            value = OmegaConf.select(config, key)
+            if isinstance(value, str):
+                OmegaConf.update(config, key, _expand(value))
+        for key in LIST_PATH_KEYS:
+            value = OmegaConf.select(config, key)
+            if isinstance(value, str):
+                OmegaConf.update(config, key, _expand(value))
+            elif value is not None:
+                OmegaConf.update(config, key, [_expand(v) for v in value])
+
+
+def export_env(config: DictConfig, env: dict[str, str]) -> None:
+    """Set ``env`` in this process and in the Ray job's runtime_env (every worker inherits it)."""
+    os.environ.update(env)
+    with open_dict(config):
+        runtime_env = config.ray_kwargs.ray_init.get("runtime_env") or {}
+        merged = dict(runtime_env.get("env_vars") or {})
+        merged.update(env)
+        config.ray_kwargs.ray_init.runtime_env = {**runtime_env, "env_vars": merged}
+
+
+def verl_validation_problems(config: DictConfig) -> list[Problem]:
+    """verl's own ``validate_config`` (assertions), reported as a problem instead of a traceback."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            validate_config(config=config, use_reference_policy=need_reference_policy(config),
+                            use_critic=need_critic(config))
+        except (AssertionError, ValueError, TypeError) as exc:
+            return [Problem("verl", "config", f"verl's validate_config rejected it: {exc}")]
+    return []
+
+
+def trainer_problems(config: DictConfig) -> list[Problem]:
+    problems = []
+    if not config.trainer.get("use_v1", True):
+        problems.append(Problem("verl", "trainer.use_v1", "false selects verl's deprecated legacy trainer; rpo_verl "
+                                "runs the v1 trainer. Fix: trainer.use_v1=true."))
+    mode = OmegaConf.select(config, "trainer.v1.trainer_mode")
+    if mode != "sync":
+        problems.append(Problem("verl", "trainer.v1.trainer_mode", f"{mode!r}: rpo_verl extends verl's synchronous "
+                                "v1 trainer only. Fix: trainer.v1.trainer_mode=sync."))
+    return problems
+
+
+def prepare(config: DictConfig) -> RunConfig:
+    """Everything before Ray: paths, environment, validation. Raises ``StartupCheckError``."""
+    try:
+        run_config = build_run_config(config.get("rpo_verl"))
+        build_features(config.get("rpo_verl"))
+    except ConfigError as exc:
+        key, _, message = str(exc).partition(": ")
+        raise StartupCheckError([Problem("features", key, message or key)]) from exc
+    absolutize_paths(config)
+    export_env(config, worker_env_vars(config))
+    problems = trainer_problems(config)
+    if config.trainer.device == "cpu":
+        # Before anything asks verl for its platform (it is resolved once per process).
+        from rpo_verl.backends.cpu.env import activate_cpu_platform
+
+        try:
+            activate_cpu_platform()
+        except (ValueError, RuntimeError) as exc:
+            problems.append(Problem("device", "trainer.device", f"cpu, but the CPU platform cannot be selected: {exc}"))
+
+    problems += run_checks(config, skip=run_config.skip_checks)
+    enforce(problems, dry_run=run_config.dry_run)
+
+    from verl.utils.device import auto_set_device
+
+    auto_set_device(config)
+    enforce(verl_validation_problems(config), dry_run=run_config.dry_run)
+    return run_config
+
+
+def launch(config: DictConfig) -> None:
+    """Validate, then either print the resolved config (dry run) or train."""
+    run_config = prepare(config)
+    if run_config.dry_run:
+        print(OmegaConf.to_yaml(config, resolve=True))
+        print("[rpo_verl] dry run: the config composes and passes verl's validate_config and rpo_verl's "
+              "start-up checks; Ray was not started.")
+        return
+
+    from verl.trainer.main_ppo import run_ppo
+
+    from rpo_verl.trainer.task_runner import RpoVerlTaskRunner
+
+    import ray
+
+    runner = RpoVerlTaskRunner
+    if ray.is_initialized():
+        # Ray was started before (e.g. attached by a caller): run_ppo skips ray.init and its job
+        # runtime_env, so give the environment to the task runner; its workers inherit it.
+        env = dict(config.ray_kwargs.ray_init.runtime_env.env_vars)
+        runner = RpoVerlTaskRunner.options(runtime_env={"env_vars": env})
+    run_ppo(config, task_runner_class=runner)
+
+
+# ---------------------------------------------------------------------------- task-runner side
+
+
+def assert_plugin_loaded(config: DictConfig) -> None:
+    """Fail with a clear message if rpo_verl's registrations did not happen in this Ray process."""
+    import importlib
+
+    plugin = importlib.import_module(PLUGIN_MODULE)
+    if plugin.FAILED:
+        names = ", ".join(plugin.FAILED)
+        raise RuntimeError(f"rpo_verl's plugin failed to register {names} in a Ray worker:\n"
+                           + "\n".join(plugin.FAILED.values()))
+    if config.trainer.device == "cpu":
+        from verl.plugin.platform import get_platform
+
+        device = get_platform().device_name
+        if device != "cpu":
+            raise RuntimeError(f"trainer.device=cpu but verl's platform in the Ray workers is {device!r}: the "
+                               f"CPU platform environment ({_cpu_platform_env()}) did not reach them.")
+
+
+def metrics_file_path(config: DictConfig) -> str:
+    path = OmegaConf.select(config, "rpo_verl.metrics_file")
+    return path or os.path.join(config.trainer.default_local_dir, "metrics.jsonl")
+
+
+def will_resume(config: DictConfig) -> bool:
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+    mode = config.trainer.resume_mode
+    if mode == "disable":
+        return False
+    if mode == "resume_path":
+        return True
+    return find_latest_ckpt_path(config.trainer.default_local_dir) is not None
+
+
+def prepare_metrics_file(config: DictConfig) -> str:
+    from rpo_verl.trainer import metrics_file
+
+    return metrics_file.prepare(metrics_file_path(config), resuming=will_resume(config))
+
+
+def save_resolved_config(config: DictConfig) -> str:
+    """Write the resolved config next to the metrics file (the summary reads batch sizes from it)."""
+    path = os.path.join(os.path.dirname(metrics_file_path(config)), "resolved_config.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(OmegaConf.to_yaml(config, resolve=True))
+    return path
+
+
+def main_with_clean_errors(config: DictConfig) -> None:
+    """``launch`` with start-up problems printed as a list (exit code 2), not as a traceback."""
+    try:
+        launch(config)
+    except StartupCheckError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)
