@@ -1,0 +1,112 @@
+"""Synthetic arithmetic word problems (data_source ``rpo_verl/arith``), deterministic from a seed.
+
+A problem is a start amount followed by ``steps`` changes (gains, losses or multiplications); the
+prompt asks for one short sentence of working and then ``Answer: <number>``, so every response
+carries a little reasoning text (RPO caches reasoning prefixes) and still fits in ~48 new tokens.
+The default difficulty (one step, operands 1-9) was calibrated on SmolLM2-135M-Instruct with
+``scripts/bench/calibrate_task.py``; see BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+DATA_SOURCE = "rpo_verl/arith"
+ABILITY = "math"
+INSTRUCTION = "Write the calculation in one short sentence, then finish with 'Answer: <number>'."
+
+NAMES = ["Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Ben", "Lily", "Max", "Emma", "Noah", "Ella"]
+ITEMS = ["apples", "pens", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "toys"]
+
+
+@dataclass(frozen=True)
+class ArithConfig:
+    """Difficulty knobs. ``steps`` changes of size ``min_operand..max_operand`` applied to a start amount."""
+
+    steps: int = 1
+    min_operand: int = 1
+    max_operand: int = 9
+    ops: tuple[str, ...] = ("add", "sub")  # any of add, sub, mul
+    instruction: str = INSTRUCTION
+    names: tuple[str, ...] = field(default=tuple(NAMES), repr=False)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError("steps: must be >= 1")
+        if not 0 <= self.min_operand <= self.max_operand:
+            raise ValueError("min_operand/max_operand: need 0 <= min_operand <= max_operand")
+        unknown = set(self.ops) - {"add", "sub", "mul"}
+        if not self.ops or unknown:
+            raise ValueError(f"ops: choose from add, sub, mul (got {sorted(unknown) or 'none'})")
+
+
+def make_problem(rng: random.Random, cfg: ArithConfig) -> dict:
+    """One problem: ``{"question", "answer" (int), "steps": [(op, operand), ...]}``."""
+    name, item = rng.choice(cfg.names), rng.choice(ITEMS)
+    value = rng.randint(max(cfg.min_operand, 1), cfg.max_operand)
+    sentences = [f"{name} has {value} {item}."]
+    steps = []
+    for _ in range(cfg.steps):
+        op = rng.choice(cfg.ops)
+        if op == "sub" and value < max(cfg.min_operand, 1):
+            op = "add"  # nothing left to give away: keep every intermediate amount non-negative
+        if op == "add":
+            b = rng.randint(cfg.min_operand, cfg.max_operand)
+            value += b
+            sentences.append(rng.choice([f"{name} gets {b} more.", f"A friend gives {name} {b} more {item}."]))
+        elif op == "sub":
+            b = rng.randint(max(cfg.min_operand, 1), min(cfg.max_operand, value))
+            value -= b
+            sentences.append(rng.choice([f"{name} gives away {b}.", f"{name} loses {b} of them."]))
+        else:
+            b = rng.randint(max(cfg.min_operand, 2), max(cfg.max_operand, 2))
+            value *= b
+            sentences.append(f"Then the number of {item} becomes {b} times as many.")
+        steps.append((op, b))
+    sentences.append(f"How many {item} does {name} have now?")
+    return {"question": " ".join(sentences), "answer": value, "steps": steps}
+
+
+def make_rows(
+    n: int, seed: int, split: str, cfg: ArithConfig | None = None, index_offset: int = 0,
+    exclude: frozenset[str] = frozenset(),
+) -> list[dict]:
+    """``n`` verl rows; the same arguments always give the same rows and indices.
+
+    Questions in ``exclude`` (e.g. the validation questions, when building train) are skipped.
+    """
+    cfg = cfg or ArithConfig()
+    rng = random.Random(f"{seed}:{split}")  # str seeds hash deterministically (sha512), unlike hash()
+    rows, attempts = [], 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ValueError(f"cannot draw {n} {split} problems outside the excluded set: raise max_operand/steps")
+        problem = make_problem(rng, cfg)
+        if problem["question"] in exclude:
+            continue
+        rows.append(
+            {
+                "data_source": DATA_SOURCE,
+                "prompt": [{"role": "user", "content": f"{problem['question']} {cfg.instruction}"}],
+                "ability": ABILITY,
+                "reward_model": {"style": "rule", "ground_truth": str(problem["answer"])},
+                "extra_info": {
+                    "split": split,
+                    "index": index_offset + len(rows),
+                    "question": problem["question"],
+                    "steps": cfg.steps,
+                    "max_operand": cfg.max_operand,
+                },
+            }
+        )
+    return rows
+
+
+def make_splits(n_train: int, n_val: int, seed: int, cfg: ArithConfig | None = None) -> tuple[list, list]:
+    """Disjoint train/val rows. Val does not depend on ``n_train``; indices are 0..n_train-1 for train
+    and n_train.. for val, so they are unique across both files."""
+    val = make_rows(n_val, seed, "val", cfg, index_offset=n_train)
+    train = make_rows(n_train, seed, "train", cfg, exclude=frozenset(r["extra_info"]["question"] for r in val))
+    return train, val
