@@ -20,6 +20,7 @@ logger = logging.getLogger("rpo_verl.plugin")
 # Order matters only where one registration needs another (platform before engines).
 COMPONENTS: tuple[str, ...] = (
     "rpo_verl.backends.cpu",
+    "rpo_verl.r2vpo",
 )
 
 FAILED: dict[str, str] = {}
