@@ -200,6 +200,17 @@ class SchedulerCore:
             "last_metrics": dict(self.last_metrics),
         }
 
+    def cursor_state(self) -> dict:
+        """What ``select`` changed since the last update (small; see Selector.cursor_state)."""
+        return {"num_updates": self.num_updates, "selector": self.selector.cursor_state()}
+
+    def load_cursor_state(self, cursor: dict) -> bool:
+        """Apply a cursor saved after the current update count; a stale one is ignored (False)."""
+        if int(cursor["num_updates"]) != self.num_updates:
+            return False
+        self.selector.load_cursor_state(cursor["selector"])
+        return True
+
     def load_state_dict(self, state: dict) -> None:
         if int(state.get("version", -1)) != STATE_VERSION:
             raise ValueError(f"DPS scheduler state has version {state.get('version')}, expected {STATE_VERSION}")

@@ -42,10 +42,20 @@ class DPSScheduler:
         if path and os.path.exists(path):
             self.core.load_state_dict(load_state(path))
             self.restored_from = path
+            if os.path.exists(self._cursor_path):
+                self.core.load_cursor_state(load_state(self._cursor_path))
             logger.warning("DPS scheduler restored from snapshot %s (%d updates)", path, self.core.num_updates)
 
+    @property
+    def _cursor_path(self) -> str:
+        return f"{self.config.snapshot_path}.cursor"
+
     def select(self, batch_size: int, exclude=None) -> np.ndarray:
-        return self.core.select(batch_size, exclude)
+        ids = self.core.select(batch_size, exclude)
+        if self.config.snapshot_path:
+            # Tiny file: the random stream after this select, so a restart does not replay it differently.
+            save_state(self._cursor_path, self.core.cursor_state())
+        return ids
 
     def update(self, prompt_ids, success_rates, num_rollouts=None, update_index: int | None = None) -> dict:
         before = self.core.num_updates

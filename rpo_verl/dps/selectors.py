@@ -127,11 +127,19 @@ class Selector:
     def update(self, ids: np.ndarray, success_rates: np.ndarray, num_rollouts: np.ndarray) -> None:
         """One time step: ``ids [B]`` were rolled out ``num_rollouts [B]`` times with ``success_rates [B]``."""
 
-    def state_dict(self) -> dict:
+    # The cursor is the part of the state that ``select`` changes (random stream, epoch position);
+    # the actor persists it after every select so a restart replays selections identically.
+    def cursor_state(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_cursor_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+    def state_dict(self) -> dict:
+        return self.cursor_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_cursor_state(state)
 
 
 class UniformSelector(Selector):
@@ -146,11 +154,11 @@ class UniformSelector(Selector):
         self._check_batch(batch_size, exclude)
         return self.stream.take(batch_size, exclude)
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "stream": self.stream.state_dict()}
+    def cursor_state(self) -> dict:
+        return {**super().cursor_state(), "stream": self.stream.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def load_cursor_state(self, state: dict) -> None:
+        super().load_cursor_state(state)
         self.stream.load_state_dict(state["stream"])
 
 
