@@ -21,6 +21,7 @@ logger = logging.getLogger("rpo_verl.plugin")
 COMPONENTS: tuple[str, ...] = (
     "rpo_verl.backends.cpu",
     "rpo_verl.r2vpo",
+    "rpo_verl.rpo.registration",
 )
 
 FAILED: dict[str, str] = {}
