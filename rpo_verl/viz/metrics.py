@@ -4,8 +4,11 @@ Sources (what verl 0.9.1's ``trainer.logger`` backends write, see ``verl/utils/t
 
 - ``file``: JSON lines ``{"step": <int>, "data": {"<metric>": <number>, ...}}`` at
   ``$VERL_FILE_LOGGER_PATH``, else ``$VERL_FILE_LOGGER_ROOT/<project_name>/<experiment_name>.jsonl``
-  (root defaults to the working directory). The logger truncates its file when it opens, so a
-  resumed run should log to a new file; a directory of such files is merged here, oldest first.
+  (root defaults to the working directory). rpo_verl's launcher points it at
+  ``rpo_verl.metrics_file`` (default ``<trainer.default_local_dir>/metrics.jsonl``) and keeps the
+  file of each earlier segment of a resumed run as ``metrics.<k>.jsonl``
+  (``rpo_verl/trainer/metrics_file.py``); those segments are read here, oldest first, and
+  ``superseded-*`` folders (runs restarted from scratch) are left out.
 - ``tensorboard``: event files under ``$TENSORBOARD_DIR``, else
   ``tensorboard_log/<project_name>/<experiment_name>``; each metric is a scalar tag.
 
@@ -91,16 +94,29 @@ def read_tensorboard(path: str | Path) -> dict[int, dict[str, float]]:
     return rows
 
 
+def _segments(jsonl: Path) -> list[Path]:
+    from rpo_verl.trainer.metrics_file import run_files
+
+    return [Path(f) for f in run_files(str(jsonl))]
+
+
 def find_metric_sources(path: str | Path) -> list[Path]:
     """The JSONL files and tensorboard event files that make up a run, oldest first. ``path`` is a
-    .jsonl file, an event file, or a directory searched recursively."""
+    .jsonl file (its earlier ``<stem>.<k>.jsonl`` segments join it), an event file, or a directory:
+    its ``metrics.jsonl`` run if it has one, else every JSONL/event file below it by age."""
     p = Path(path).expanduser()
     if not p.exists():
         raise MetricsError(f"{p}: no such file or directory")
     if p.is_file():
-        return [p]
-    found = [f for f in p.rglob("*.jsonl") if f.is_file()]
-    found += [f for f in p.rglob(TB_PATTERN) if f.is_file()]
+        return _segments(p) if p.suffix == ".jsonl" else [p]
+    if _segments(p / "metrics.jsonl"):
+        return _segments(p / "metrics.jsonl")
+
+    def keep(f: Path) -> bool:
+        return f.is_file() and not any(part.startswith("superseded-") for part in f.relative_to(p).parts)
+
+    found = [f for f in p.rglob("*.jsonl") if keep(f)]
+    found += [f for f in p.rglob(TB_PATTERN) if keep(f)]
     if not found:
         raise MetricsError(f"{p}: no *.jsonl (verl 'file' logger) or {TB_PATTERN} (tensorboard) files in it")
     return sorted(found, key=lambda f: (f.stat().st_mtime, str(f)))

@@ -50,7 +50,7 @@ read -r -a EXTRA <<< "${SBATCH_EXTRA_ARGS:-}"
 ARGS+=("${EXTRA[@]}")
 
 # The job inherits this environment (sbatch's default --export=ALL), requeues included.
-export RECIPE NNODES GPUS_PER_NODE CKPT_DIR REQUEUE RPO_VERL_ROOT="$ROOT" METRICS_DIR="$LOG_DIR/metrics"
+export RECIPE NNODES GPUS_PER_NODE CKPT_DIR REQUEUE RPO_VERL_ROOT="$ROOT"
 CMD=(sbatch "${ARGS[@]}" "$ROOT/scripts/slurm/rpo_verl.sbatch" "$@")
 if [ "${DRY_RUN:-0}" = 1 ]; then
   printf '%q ' "${CMD[@]}"
@@ -58,4 +58,5 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   exit 0
 fi
 "${CMD[@]}"
-echo "logs: $LOG_DIR/$JOB_NAME-<job id>.out; checkpoints: $CKPT_DIR; metrics: $LOG_DIR/metrics/"
+echo "log: $LOG_DIR/$JOB_NAME-<job id>.out; checkpoints and metrics.jsonl: $CKPT_DIR"
+echo "plots: python scripts/plot_metrics.py --run $JOB_NAME=$CKPT_DIR --out $LOG_DIR/plots"

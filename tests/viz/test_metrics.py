@@ -61,6 +61,29 @@ def test_directory_merges_restarts_later_file_wins(tmp_path):
     assert df.loc[12, "critic/score/mean"] == 112.0
 
 
+def test_resumed_run_segments_are_joined_and_superseded_runs_ignored(tmp_path):
+    # rpo_verl's launcher layout: metrics.jsonl (current) + metrics.<k>.jsonl (earlier segments).
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    steps = synthetic_steps(n_steps=12)
+    write_file_logger(ckpt / "metrics.1.jsonl", steps[:5])
+    write_file_logger(ckpt / "metrics.2.jsonl", [(s, {**m, "critic/score/mean": 50.0}) for s, m in steps[4:9]])
+    write_file_logger(ckpt / "metrics.jsonl", [(s, {**m, "critic/score/mean": 60.0}) for s, m in steps[8:]])
+    (ckpt / "superseded-20260101-000000").mkdir()
+    write_file_logger(ckpt / "superseded-20260101-000000" / "metrics.jsonl", [(99, {"critic/score/mean": 1.0})])
+    for path in (ckpt, ckpt / "metrics.jsonl"):
+        assert [f.name for f in M.find_metric_sources(path)] == ["metrics.1.jsonl", "metrics.2.jsonl", "metrics.jsonl"]
+        df = load_run(path)
+        assert list(df.index) == list(range(13))
+        assert df.loc[3, "critic/score/mean"] < 10 and df.loc[4, "critic/score/mean"] == 50.0
+        assert df.loc[8, "critic/score/mean"] == 60.0 and df.loc[12, "critic/score/mean"] == 60.0
+    # Without a metrics.jsonl the folder is searched, superseded-* left out.
+    (ckpt / "metrics.jsonl").rename(tmp_path / "elsewhere.jsonl")
+    for f in ckpt.glob("metrics.*.jsonl"):
+        f.rename(ckpt / f"seg{f.name}")
+    assert 99 not in load_run(ckpt).index
+
+
 def test_missing_or_empty_sources_raise_clear_errors(tmp_path):
     with pytest.raises(MetricsError, match="no such file"):
         load_run(tmp_path / "nope.jsonl")
