@@ -52,3 +52,10 @@ def register() -> None:
         from rpo_verl.backends.cpu.process_group import apply_process_group_fix
 
         apply_process_group_fix()
+
+
+# Import verl last, after register() exists. Submodules (platform.py) subclass verl classes; if
+# one of them were imported before verl, its `from verl...` line would start verl's plugin
+# loading, which calls register() while that submodule is only half executed (ImportError,
+# swallowed by verl). Importing verl here, from the package, lets the plugin finish first.
+import verl  # noqa: E402, F401
