@@ -22,6 +22,7 @@ COMPONENTS: tuple[str, ...] = (
     "rpo_verl.backends.cpu",
     "rpo_verl.r2vpo",
     "rpo_verl.rpo.registration",
+    "rpo_verl.rollout.hf",
 )
 
 FAILED: dict[str, str] = {}
