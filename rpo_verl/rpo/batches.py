@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from rpo_verl.rpo.cache_store import segment_index
+from rpo_verl.rpo.cache_store import copy_spans
 
 
 @dataclasses.dataclass
@@ -61,15 +61,19 @@ class UpdateBatch:
 
     def subset(self, rows: np.ndarray) -> "UpdateBatch":
         rows = np.asarray(rows, dtype=np.int64)
-        offsets = np.cumsum(self.lengths) - self.lengths
-        return UpdateBatch(
-            self.prompt_ids[rows],
-            self.lengths[rows],
-            self.tokens[segment_index(offsets[rows], self.lengths[rows])],
-            self.rewards[rows],
-            self.correct[rows],
-            self.step,
+        lengths = self.lengths[rows]
+        out = [np.empty(int(lengths.sum()), dtype=np.int32)]
+        starts = np.cumsum(self.lengths) - self.lengths
+        copy_spans(
+            [self.tokens],
+            np.zeros(rows.size, np.int64),
+            starts[rows],
+            out,
+            np.zeros(rows.size, np.int64),
+            np.cumsum(lengths) - lengths,
+            lengths,
         )
+        return UpdateBatch(self.prompt_ids[rows], lengths, out[0], self.rewards[rows], self.correct[rows], self.step)
 
 
 @dataclasses.dataclass

@@ -136,7 +136,7 @@ def check_state(
             "the file is corrupt, rebuild it"
         )
     crc = meta.get("tokens_crc32")
-    if crc is not None and zlib.crc32(tokens.tobytes()) != crc:
+    if crc is not None and zlib.crc32(memoryview(np.ascontiguousarray(tokens))) != crc:
         raise CacheFileError(f"{source}: token checksum mismatch; the file is corrupt, rebuild it")
     if fingerprint is not None:
         found = meta.get("tokenizer")

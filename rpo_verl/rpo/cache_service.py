@@ -74,6 +74,21 @@ def as_rpo_config(config) -> RPOConfig:
     return build_config(RPOConfig, config, "rpo_verl.rpo")
 
 
+def _group_rows(prompt_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order [M], group ids [G], group index [M] of the ordered rows): rows of a group contiguous.
+
+    verl batches keep the n samples of a prompt adjacent, so usually no sort is needed.
+    """
+    m = prompt_ids.size
+    change = prompt_ids[1:] != prompt_ids[:-1]
+    if np.unique(prompt_ids).size == int(change.sum()) + 1:
+        starts = np.r_[0, np.flatnonzero(change) + 1]
+        return np.arange(m), prompt_ids[starts], np.r_[0, np.cumsum(change)]
+    order = np.argsort(prompt_ids, kind="stable")
+    uniq, group = np.unique(prompt_ids[order], return_inverse=True)
+    return order, uniq, group
+
+
 # ----------------------------------------------------------------------------------------------
 # Service (one shard)
 # ----------------------------------------------------------------------------------------------
@@ -210,8 +225,7 @@ class CacheService:
         m = batch.prompt_ids.size
         if m == 0:
             return {"groups": 0, "candidates": 0, "writes": 0, "seeded": 0}
-        order = np.argsort(batch.prompt_ids, kind="stable")
-        uniq, group = np.unique(batch.prompt_ids[order], return_inverse=True)
+        order, uniq, group = _group_rows(batch.prompt_ids)
         g = uniq.size
         reward = batch.rewards[order].astype(np.float64)
         length = batch.lengths[order]

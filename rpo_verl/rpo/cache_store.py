@@ -66,6 +66,60 @@ def segment_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
 
 
+def copy_spans(
+    src: list,
+    src_of: np.ndarray,
+    src_pos: np.ndarray,
+    dst: list,
+    dst_of: np.ndarray,
+    dst_pos: np.ndarray,
+    lengths: np.ndarray,
+    dst_sizes: Optional[np.ndarray] = None,
+    release_src: bool = False,
+) -> None:
+    """Copy span i from ``src[src_of[i]][src_pos[i]:]`` to ``dst[dst_of[i]][dst_pos[i]:]`` (``lengths[i]``).
+
+    Spans adjacent in both source and destination are merged into runs, each copied with one
+    slice assignment (compaction and state dicts touch few runs, not one per record). A ``None``
+    destination array is allocated with ``dst_sizes`` on first use; ``release_src`` drops source
+    arrays (sets them to None) once every span reading them is done, which requires spans
+    ordered by ``src_of``.
+    """
+    n = len(lengths)
+    if n == 0:
+        return
+    lengths = np.asarray(lengths, dtype=np.int64)
+    src_of, dst_of = np.asarray(src_of), np.asarray(dst_of)
+    src_pos, dst_pos = np.asarray(src_pos, dtype=np.int64), np.asarray(dst_pos, dtype=np.int64)
+    cont = np.zeros(n, dtype=bool)
+    cont[1:] = (
+        (src_of[1:] == src_of[:-1])
+        & (dst_of[1:] == dst_of[:-1])
+        & (src_pos[1:] == src_pos[:-1] + lengths[:-1])
+        & (dst_pos[1:] == dst_pos[:-1] + lengths[:-1])
+    )
+    firsts = np.flatnonzero(~cont)
+    run_len = np.add.reduceat(lengths, firsts).tolist()
+    r_src, r_dst = src_of[firsts].tolist(), dst_of[firsts].tolist()
+    r_sp, r_dp = src_pos[firsts].tolist(), dst_pos[firsts].tolist()
+    released = 0
+    for k in range(len(firsts)):
+        d = r_dst[k]
+        if dst[d] is None:
+            dst[d] = np.empty(int(dst_sizes[d]), dtype=np.int32)
+        length = run_len[k]
+        if length:
+            dst[d][r_dp[k] : r_dp[k] + length] = src[r_src[k]][r_sp[k] : r_sp[k] + length]
+        if release_src:
+            upto = r_src[k + 1] if k + 1 < len(firsts) else len(src)
+            while released < upto:
+                src[released] = None
+                released += 1
+    for d in range(len(dst)):  # destinations that received no span (all-empty records)
+        if dst[d] is None and dst_sizes is not None:
+            dst[d] = np.empty(int(dst_sizes[d]), dtype=np.int32)
+
+
 # ----------------------------------------------------------------------------------------------
 # Store
 # ----------------------------------------------------------------------------------------------
@@ -179,22 +233,23 @@ class CacheStore:
         return out
 
     def spans(self, recs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Concatenated first ``lengths[i]`` tokens of records ``recs[i]`` (flat int32, vectorised)."""
+        """Concatenated first ``lengths[i]`` tokens of records ``recs[i]`` (flat int32)."""
         recs = np.asarray(recs, dtype=np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
-        out = np.empty(int(lengths.sum()), dtype=np.int32)
-        if out.size == 0:
-            return out
-        out_start = np.cumsum(lengths) - lengths
-        blocks = self._cols["block"][recs]
-        for b in np.unique(blocks):
-            sel = np.flatnonzero((blocks == b) & (lengths > 0))
-            if sel.size == 0:
-                continue
-            src = segment_index(self._cols["pos"][recs[sel]], lengths[sel])
-            dst = segment_index(out_start[sel], lengths[sel])
-            out[dst] = self._blocks[int(b)][src]
-        return out
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int32)
+        out = [np.empty(total, dtype=np.int32)]
+        copy_spans(
+            self._blocks,
+            self._cols["block"][recs],
+            self._cols["pos"][recs],
+            out,
+            np.zeros(recs.size, dtype=np.int64),
+            np.cumsum(lengths) - lengths,
+            lengths,
+        )
+        return out[0]
 
     def add_hits(self, recs: np.ndarray) -> None:
         recs = np.asarray(recs, dtype=np.int64)
@@ -295,16 +350,25 @@ class CacheStore:
         rows = self.rows(ids)
         replace = np.full(w, -1, dtype=np.int64) if replace is None else np.asarray(replace, dtype=np.int64)
         recs = np.empty(w, dtype=np.int64)
+        block = np.empty(w, dtype=np.int32)
+        pos = np.empty(w, dtype=np.int64)
         rep = replace >= 0
+        inplace = np.zeros(w, dtype=bool)
         if rep.any():
             old = replace[rep]
             if (old >= self._n).any() or (self._cols["prompt_id"][old] != ids[rep]).any():
                 raise ValueError("replace: a record does not belong to its prompt")
             old_len = self._cols["length"][old].astype(np.int64)
-            garbage = np.bincount(self._cols["block"][old], weights=old_len, minlength=len(self._blocks))
+            old_block = self._cols["block"][old]
+            # a trajectory no longer than the one it replaces is written over it (less garbage)
+            fits = lengths[rep] <= old_len
+            inplace[rep] = fits
+            block[inplace], pos[inplace] = old_block[fits], self._cols["pos"][old[fits]]
+            freed = np.where(fits, old_len - lengths[rep], old_len)
+            garbage = np.bincount(old_block, weights=freed, minlength=len(self._blocks))
             for b in np.flatnonzero(garbage):
                 self._block_garbage[b] += int(garbage[b])
-            self._garbage_tokens += int(old_len.sum())
+            self._garbage_tokens += int(freed.sum())
             self._live_tokens -= int(old_len.sum())
             recs[rep] = old
         new = ~rep
@@ -319,14 +383,11 @@ class CacheStore:
             self._n += n_new
             self._slots[rows[new], free.argmax(axis=1)] = fresh
             recs[new] = fresh
-        # spans are contiguous within each of (at most) two blocks
+        moved = ~inplace
+        if moved.any():
+            block[moved], pos[moved], _ = self._alloc_many(lengths[moved])
+        copy_spans([tokens], np.zeros(w, np.int64), np.cumsum(lengths) - lengths, self._blocks, block, pos, lengths)
         total = int(lengths.sum())
-        block, pos, k = self._alloc_many(lengths)
-        split = int(lengths[:k].sum())
-        if split:
-            self._blocks[int(block[0])][pos[0] : pos[0] + split] = tokens[:split]
-        if total > split:
-            self._blocks[int(block[k])][pos[k] : pos[k] + total - split] = tokens[split:]
         cols = self._cols
         cols["prompt_id"][recs] = ids
         cols["block"][recs] = block
@@ -370,24 +431,18 @@ class CacheStore:
         order = np.lexsort((cols["pos"][:n], cols["block"][:n]))
         lengths = cols["length"][:n][order].astype(np.int64)
         new_block, new_pos, sizes = self._layout(lengths, self._target_block())
-        old_blocks = self._blocks
-        old_of = cols["block"][:n][order]
-        old_pos = cols["pos"][:n][order].astype(np.int64)
-        new_blocks: list[Optional[np.ndarray]] = []
-        bounds = np.searchsorted(new_block, np.arange(len(sizes) + 1))
-        for j in range(len(sizes)):
-            lo, hi = bounds[j], bounds[j + 1]
-            block = np.empty(int(sizes[j]), dtype=np.int32)
-            for b in np.unique(old_of[lo:hi]):
-                sel = np.flatnonzero(old_of[lo:hi] == b) + lo
-                block[segment_index(new_pos[sel], lengths[sel])] = old_blocks[int(b)][
-                    segment_index(old_pos[sel], lengths[sel])
-                ]
-            new_blocks.append(block)
-            # old blocks before the next span's source are fully copied: release them now
-            next_old = int(old_of[hi]) if hi < n else len(old_blocks)
-            for b in range(next_old):
-                old_blocks[b] = None
+        new_blocks: list[Optional[np.ndarray]] = [None] * len(sizes)
+        copy_spans(
+            self._blocks,
+            cols["block"][:n][order],
+            cols["pos"][:n][order],
+            new_blocks,
+            new_block,
+            new_pos,
+            lengths,
+            dst_sizes=sizes,
+            release_src=True,  # order is by old block: each is dropped once copied
+        )
         cols["block"][:n][order] = new_block
         cols["pos"][:n][order] = new_pos.astype(np.int32)
         self._blocks = new_blocks
@@ -422,7 +477,7 @@ class CacheStore:
         state: dict[str, Any] = {c: cols[c][:n][order].copy() for c in STATE_COLUMNS}
         state["tokens"] = self.spans(order, cols["length"][:n][order])
         meta = self.meta()
-        meta["tokens_crc32"] = zlib.crc32(state["tokens"].tobytes())
+        meta["tokens_crc32"] = zlib.crc32(memoryview(state["tokens"]))
         meta["num_records"] = int(len(order))
         state["meta"] = meta
         return state
@@ -494,20 +549,20 @@ class CacheStore:
         self._n = n
         lengths = lengths_all[order]
         new_block, new_pos, sizes = self._layout(lengths, self._target_block_for(int(lengths.sum())))
-        src_part = part_of[order]
-        src_start = token_start[order]
-        bounds = np.searchsorted(new_block, np.arange(len(sizes) + 1))
-        for j in range(len(sizes)):
-            lo, hi = bounds[j], bounds[j + 1]
-            block = np.empty(int(sizes[j]), dtype=np.int32)
-            for p in np.unique(src_part[lo:hi]):
-                sel = np.flatnonzero(src_part[lo:hi] == p) + lo
-                block[segment_index(new_pos[sel], lengths[sel])] = parts[int(p)]["tokens"][
-                    segment_index(src_start[sel], lengths[sel])
-                ]
-            self._blocks.append(block)
-            self._block_used.append(int(sizes[j]))
-            self._block_garbage.append(0)
+        blocks: list[Optional[np.ndarray]] = [None] * len(sizes)
+        copy_spans(
+            [p["tokens"] for p in parts],
+            part_of[order],
+            token_start[order],
+            blocks,
+            new_block,
+            new_pos,
+            lengths,
+            dst_sizes=sizes,
+        )
+        self._blocks = blocks
+        self._block_used = [int(x) for x in sizes]
+        self._block_garbage = [0] * len(sizes)
         self._cols["block"][:n] = new_block
         self._cols["pos"][:n] = new_pos.astype(np.int32)
         self._live_tokens = int(lengths.sum())

@@ -90,35 +90,41 @@ def _is_newline(tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def align_to_newline(
-    prefix_len: np.ndarray, gather: Gather, table: np.ndarray, window: int = 256
+    prefix_len: np.ndarray, gather: Gather, table: np.ndarray, windows: tuple[int, ...] = (32, 512)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Move each cut back to the nearest line boundary at or before it.
 
     Returns (aligned prefix lengths [B], fallback [B] bool). A boundary is a position ``q`` with
     token ``q-1`` containing a newline; rows whose prefix has no newline keep their cut
-    (``fallback``). Vectorised over a ``window`` of positions; rarer, longer searches per row.
+    (``fallback``). Searches back in vectorised stages of growing ``windows`` (most lines are
+    short), then row by row for the rare longer searches.
     """
     p = np.asarray(prefix_len, dtype=np.int64).copy()
     fallback = np.zeros(p.shape, dtype=bool)
-    rows = np.flatnonzero(p > 0)
-    if rows.size == 0:
-        return p, fallback
-    width = int(min(window, p[rows].max()))
-    back = np.arange(width, dtype=np.int64)
-    offsets = p[rows, None] - 1 - back[None, :]
-    valid = offsets >= 0
-    hit = _is_newline(gather(rows, np.where(valid, offsets, 0)), table) & valid
-    found = hit.any(axis=1)
-    p[rows[found]] -= hit[found].argmax(axis=1)
-    for row in rows[~found]:
-        far = int(p[row]) - width  # positions [0, far) not searched yet
-        if far > 0:
-            offs = np.arange(far - 1, -1, -1, dtype=np.int64)[None, :]
-            nl = _is_newline(gather(np.array([row]), offs), table)[0]
-            if nl.any():
-                p[row] = offs[0, int(nl.argmax())] + 1
-                continue
-        fallback[row] = True
+    todo = np.flatnonzero(p > 0)
+    searched = 0  # positions already searched back from the cut (same for every row in `todo`)
+    for width in windows:
+        if todo.size == 0:
+            return p, fallback
+        width = int(min(width, (p[todo] - searched).max()))
+        offsets = p[todo, None] - 1 - searched - np.arange(width, dtype=np.int64)[None, :]
+        valid = offsets >= 0
+        hit = _is_newline(gather(todo, np.where(valid, offsets, 0)), table) & valid
+        found = hit.any(axis=1)
+        p[todo[found]] -= searched + hit[found].argmax(axis=1)
+        searched += width
+        rest = todo[~found]
+        exhausted = p[rest] <= searched
+        fallback[rest[exhausted]] = True
+        todo = rest[~exhausted]
+    for row in todo:
+        far = int(p[row]) - searched  # positions [0, far) not searched yet
+        offs = np.arange(far - 1, -1, -1, dtype=np.int64)[None, :]
+        nl = _is_newline(gather(np.array([row]), offs), table)[0]
+        if nl.any():
+            p[row] = offs[0, int(nl.argmax())] + 1
+        else:
+            fallback[row] = True
     return p, fallback
 
 

@@ -33,17 +33,23 @@ def better(reward_a, length_a, reward_b, length_b) -> np.ndarray:
 
 
 def best_in_group(group: np.ndarray, reward: np.ndarray, length: np.ndarray, eligible: np.ndarray, num_groups: int):
-    """[G] index of each group's best eligible candidate (reward desc, length asc, index asc); -1 if none."""
+    """[G] index of each group's best eligible candidate (reward desc, length asc, index asc); -1 if none.
+
+    ``group`` must be sorted (candidates of a group contiguous); O(M) segment reductions, no sort.
+    """
     m = len(group)
     out = np.full(num_groups, -1, dtype=np.int64)
     if m == 0:
         return out
-    order = np.lexsort((np.arange(m), length, -np.asarray(reward, dtype=np.float64), ~eligible, group))
-    g_sorted = group[order]
-    first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
-    heads = order[first]
-    ok = eligible[heads]
-    out[group[heads[ok]]] = heads[ok]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sizes = np.diff(np.r_[starts, m])
+    score = np.where(eligible, np.asarray(reward, dtype=np.float64), -np.inf)
+    cand = eligible & (score == np.repeat(np.maximum.reduceat(score, starts), sizes))
+    length = np.where(cand, length, np.iinfo(np.int64).max)
+    cand &= length == np.repeat(np.minimum.reduceat(length, starts), sizes)
+    first = np.minimum.reduceat(np.where(cand, np.arange(m), m), starts)
+    ok = first < m
+    out[group[starts[ok]]] = first[ok]
     return out
 
 

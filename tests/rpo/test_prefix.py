@@ -135,9 +135,9 @@ def test_align_moves_cut_back_to_line_boundary():
         [1, 2, 3, 4],  # no newline: keep the cut, flagged
         [NL, 1, 1],  # boundary right after the first token
     ]
-    p, fb = align_to_newline(np.array([6, 3, 3]), _gather_from(seqs), table, window=2)
+    p, fb = align_to_newline(np.array([6, 3, 3]), _gather_from(seqs), table, windows=(1, 1))
     assert p.tolist() == [3, 3, 1] and fb.tolist() == [False, True, False]
-    p, fb = align_to_newline(np.array([7, 0, 1]), _gather_from(seqs), table, window=4)
+    p, fb = align_to_newline(np.array([7, 0, 1]), _gather_from(seqs), table, windows=(4,))
     assert p.tolist() == [7, 0, 1] and not fb.any()
 
 
@@ -166,3 +166,17 @@ def test_newline_token_ids_from_tokenizer(tokenizer):
     assert all("\n" in tokenizer.decode([int(i)]) for i in ids)
     for token in tokenizer.encode("a\nb\n\nc", add_special_tokens=False):
         assert ("\n" in tokenizer.decode([token])) == (token in set(ids.tolist()))
+
+
+@pytest.mark.parametrize("windows", [(1,), (2, 5), (32, 512)])
+def test_align_matches_brute_force(windows):
+    rng = np.random.default_rng(11)
+    seqs = [
+        rng.choice([NL, 1, 2, 3, 4, 5, 6, 8, 9], size=int(rng.integers(1, 120)), p=[0.04] + [0.12] * 8)
+        for _ in range(400)
+    ]
+    cuts = np.array([int(rng.integers(0, len(s) + 1)) for s in seqs])
+    p, fb = align_to_newline(cuts, _gather_from(seqs), newline_table([NL], 10), windows=windows)
+    for s, c, q, f in zip(seqs, cuts, p, fb):
+        boundaries = [i + 1 for i in range(c) if s[i] == NL]
+        assert (q, f) == ((boundaries[-1], False) if boundaries else (c, c > 0))

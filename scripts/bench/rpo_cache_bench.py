@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""RPO cache service microbenchmark: prefixes + update latency for a batch of prompts, and memory
+of the experience cache at 10^6 records.
+
+  python scripts/bench/rpo_cache_bench.py --records 1000000 --mean-len 256 --batch 1024 --n 8 \
+      --iters 60 --out-dir outputs/bench/rpo_cache [--ray]
+
+1. Fills one ``CacheService`` (what the Ray actor runs) with ``--records`` trajectories of
+   ``U[mean/2, 3*mean/2]`` random tokens, in write_many chunks, and reports the store's allocated
+   bytes (token blocks at capacity + metadata + slot table) against the bare int32 size of the
+   tokens (target <= 1.2x), plus the process RSS growth.
+2. Times ``--iters`` steps of ``sample_prefix_batch`` for ``--batch`` distinct prompts followed by
+   ``update`` with ``--n`` trajectories per prompt (prefix + random suffix up to the budget,
+   eps-greedy), for ``tail`` cuts and for ``tail`` + newline alignment. Building the update batch
+   (the trainer's side) is not timed. Compactions triggered by replaced records are counted and
+   show up in the max column.
+3. ``--ray``: the same calls through a Ray actor (``--ray-records`` records), including
+   serialisation of the arrays both ways.
+
+Writes ``rpo_cache_bench.json`` and ``rpo_cache_bench.png`` in ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from rpo_verl.rpo.batches import UpdateBatch
+from rpo_verl.rpo.cache_service import CacheService
+from rpo_verl.rpo.config import RPOCacheConfig, RPOConfig, RPOPrefixConfig
+
+TARGET_MS = 10.0
+TARGET_MEM_RATIO = 1.2
+VOCAB = 49152  # SmolLM2's vocabulary size
+NEWLINE_IDS = np.array([198, 271, 624])  # arbitrary ids standing in for newline tokens (~1.5% of tokens)
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def make_service(records: int, align: str, response_length: int) -> CacheService:
+    cfg = RPOConfig(
+        cache=RPOCacheConfig(init="lazy", update="eps_greedy"),
+        prefix=RPOPrefixConfig(mode="tail", max_cut=299, align=align),
+    )
+    return CacheService(
+        cfg,
+        id_range=(0, records),
+        response_length=response_length,
+        fingerprint={"vocab_size": VOCAB},
+        newline_ids=NEWLINE_IDS,
+    )
+
+
+def random_tokens(rng, size: int) -> np.ndarray:
+    tokens = rng.integers(0, VOCAB, size=size, dtype=np.int32)
+    tokens[rng.random(size) < 0.015] = NEWLINE_IDS[0]
+    return tokens
+
+
+def fill(service: CacheService, records: int, mean_len: int, chunk: int = 1 << 16) -> dict:
+    rng = np.random.default_rng(0)
+    gc.collect()
+    rss0 = rss()
+    t0 = time.perf_counter()
+    for start in range(0, records, chunk):
+        ids = np.arange(start, min(start + chunk, records))
+        lengths = rng.integers(mean_len // 2, 3 * mean_len // 2 + 1, size=ids.size)
+        service.store.write_many(
+            ids, random_tokens(rng, int(lengths.sum())), lengths, rng.random(ids.size), rng.random(ids.size) < 0.5, 0
+        )
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    st = service.store
+    return {
+        "records": st.num_records,
+        "mean_len": st.live_tokens / st.num_records,
+        "fill_s": seconds,
+        "raw_int32_bytes": st.raw_token_bytes,
+        "store_bytes": st.nbytes,
+        "ratio": st.nbytes / st.raw_token_bytes,
+        "rss_growth_bytes": rss() - rss0,
+        "rss_ratio": (rss() - rss0) / st.raw_token_bytes,
+        "blocks": len(st._blocks),
+    }
+
+
+def update_batch(rng, ids: np.ndarray, prefixes: list, budgets: np.ndarray, n: int, step: int) -> UpdateBatch:
+    """n trajectories per prompt: its prefix + a random suffix of 1..budget tokens."""
+    suffix_len = rng.integers(1, np.repeat(budgets, n) + 1)
+    prefix_len = np.repeat([len(p) for p in prefixes], n)
+    pieces = []
+    suffix = random_tokens(rng, int(suffix_len.sum()))
+    pos = 0
+    for i, prefix in enumerate(prefixes):
+        for j in range(n):
+            k = suffix_len[i * n + j]
+            pieces.append(prefix)
+            pieces.append(suffix[pos : pos + k])
+            pos += k
+    return UpdateBatch(
+        np.repeat(ids, n),
+        prefix_len + suffix_len,
+        np.concatenate(pieces),
+        rng.integers(0, 2, size=ids.size * n),
+        np.full(ids.size * n, -1),
+        step,
+    )
+
+
+def time_steps(call_sample, call_update, records: int, batch: int, n: int, iters: int, compactions=None) -> dict:
+    rng = np.random.default_rng(1)
+    sample_ms, update_ms = [], []
+    before = compactions() if compactions else 0
+    for step in range(iters):
+        ids = rng.choice(records, size=batch, replace=False)
+        t0 = time.perf_counter()
+        plan = call_sample(ids, step)
+        t1 = time.perf_counter()
+        ub = update_batch(rng, ids, plan.prefixes(), plan.budget, n, step)
+        t2 = time.perf_counter()
+        call_update(ub)
+        t3 = time.perf_counter()
+        sample_ms.append(1e3 * (t1 - t0))
+        update_ms.append(1e3 * (t3 - t2))
+    total = np.add(sample_ms, update_ms)
+
+    def stats(values):
+        values = np.asarray(values)
+        return {
+            "min": float(values.min()),
+            "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)),
+            "max": float(values.max()),
+        }
+
+    return {
+        "sample_ms": stats(sample_ms),
+        "update_ms": stats(update_ms),
+        "total_ms": stats(total),
+        "compactions": (compactions() - before) if compactions else None,
+    }
+
+
+def bench_in_process(args) -> tuple[dict, dict]:
+    svc = make_service(args.records, "none", args.response_length)
+    memory = fill(svc, args.records, args.mean_len)
+    print(f"memory: {json.dumps(memory)}", flush=True)
+    latency = {}
+    for align in ("none", "newline"):
+        view = make_service(1, align, args.response_length) if align != "none" else svc
+        if align != "none":  # same records, other cut policy
+            view.store = svc.store
+        latency[f"tail_{align}"] = time_steps(
+            lambda ids, step: view.sample_prefix_batch(ids, rng_seed=step),
+            view.update,
+            args.records,
+            args.batch,
+            args.n,
+            args.iters,
+            compactions=lambda: svc.store.compactions,
+        )
+        print(f"latency tail/{align}: {json.dumps(latency[f'tail_{align}'])}", flush=True)
+    return memory, latency
+
+
+def bench_ray(args) -> dict:
+    import ray
+
+    from rpo_verl.rpo.service_client import start_cache_service
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = RPOConfig(cache=RPOCacheConfig(init="lazy"), prefix=RPOPrefixConfig(mode="tail", max_cut=299))
+        client = start_cache_service(cfg, id_range=(0, args.ray_records), response_length=args.response_length)
+        rng = np.random.default_rng(0)
+        for start in range(0, args.ray_records, 1 << 15):  # seed the cache through the actor
+            ids = np.arange(start, min(start + (1 << 15), args.ray_records))
+            lengths = rng.integers(args.mean_len // 2, 3 * args.mean_len // 2 + 1, size=ids.size)
+            client.update(UpdateBatch(ids, lengths, random_tokens(rng, int(lengths.sum())), np.ones(ids.size), -np.ones(ids.size)))
+        return time_steps(
+            lambda ids, step: client.sample_prefix_batch(ids, rng_seed=step),
+            client.update,
+            args.ray_records,
+            args.batch,
+            args.n,
+            args.iters,
+        )
+    finally:
+        ray.shutdown()
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = list(result["latency"])
+    x = np.arange(len(names))
+    for i, part in enumerate(("sample_ms", "update_ms", "total_ms")):
+        med = [result["latency"][k][part]["median"] for k in names]
+        p90 = [result["latency"][k][part]["p90"] for k in names]
+        ax1.bar(x + (i - 1) * 0.27, med, 0.27, label=f"{part[:-3]} (median)")
+        ax1.scatter(x + (i - 1) * 0.27, p90, marker="_", color="k", s=200, zorder=3)
+    ax1.axhline(TARGET_MS, color="r", ls="--", label=f"target {TARGET_MS:g} ms")
+    ax1.set_xticks(x, names)
+    ax1.set_ylabel("ms per step (bars: median, ticks: p90)")
+    ax1.set_title(f"{result['args']['batch']} prompts x n={result['args']['n']}")
+    ax1.legend(fontsize=8)
+    mem = result["memory"]
+    ax2.bar(["store / raw int32", "RSS growth / raw"], [mem["ratio"], mem["rss_ratio"]], color=["C0", "C1"])
+    ax2.axhline(TARGET_MEM_RATIO, color="r", ls="--", label=f"target {TARGET_MEM_RATIO}x")
+    ax2.set_title(f"memory at {mem['records']:,} records (mean {mem['mean_len']:.0f} tokens)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--mean-len", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=60)
+    parser.add_argument("--response-length", type=int, default=2048)
+    parser.add_argument("--ray", action="store_true", help="also time the calls through a Ray actor")
+    parser.add_argument("--ray-records", type=int, default=100_000)
+    parser.add_argument("--out-dir", default="outputs/bench/rpo_cache")
+    args = parser.parse_args()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    memory, latency = bench_in_process(args)
+    if args.ray:
+        latency["ray_tail_none"] = bench_ray(args)
+        print(f"latency ray: {json.dumps(latency['ray_tail_none'])}", flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {
+        "args": vars(args),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "commit": commit,
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+        "targets": {"total_ms": TARGET_MS, "memory_ratio": TARGET_MEM_RATIO},
+        "memory": memory,
+        "latency": latency,
+    }
+    (out / "rpo_cache_bench.json").write_text(json.dumps(result, indent=2))
+    plot(result, out / "rpo_cache_bench.png")
+    print(f"wrote {out / 'rpo_cache_bench.json'} and {out / 'rpo_cache_bench.png'}")
+
+
+if __name__ == "__main__":
+    main()
