@@ -1,0 +1,160 @@
+"""RpoVerlTrainer's own logic, without Ray: step counting guards, extension hooks, checkpoint state.
+
+The trainer is built from a real composed config (tiny model, tiny parquet files); only the Ray
+worker group is replaced by a recorder where verl's checkpoint code calls it.
+"""
+
+import os
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from rpo_verl.config import features
+from rpo_verl.config.features import FeatureSpec
+from rpo_verl.trainer.extension import TrainerExtension
+from rpo_verl.trainer.trainer import EXTENSION_STATE_FILE, RpoVerlTrainer
+from trainer_helpers import compose
+
+
+@dataclass
+class DemoConfig:
+    enable: bool = True
+    tag: str = "demo"
+
+
+class DemoExtension(TrainerExtension):
+    def __init__(self, trainer, config, name):
+        super().__init__(trainer, config, name)
+        self.calls, self.loaded = [], None
+
+    def before_rollout(self, batch):
+        self.calls.append(("before_rollout", len(batch)))
+        batch["rpo_tag"] = torch.full((len(batch),), 7)
+        return batch
+
+    def state_dict(self):
+        return {"tag": self.config.tag, "calls": len(self.calls)}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+class PickingExtension(TrainerExtension):
+    """Selects prompts itself: draws 2x candidates from the dataloader and keeps every other one."""
+
+    def fetch_prompts(self, num_prompts):
+        candidates = self.trainer.fetch_dataloader_prompts(2 * num_prompts)
+        return candidates[::2]
+
+
+@pytest.fixture
+def demo_features(monkeypatch):
+    module = types.ModuleType("rpo_verl_demo_ext")
+    module.DemoConfig, module.DemoExtension, module.PickingExtension = DemoConfig, DemoExtension, PickingExtension
+    monkeypatch.setitem(sys.modules, "rpo_verl_demo_ext", module)
+    monkeypatch.setattr(features, "FEATURES", {
+        "picker": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:PickingExtension"),
+        "demo": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:DemoExtension"),
+        "off": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:DemoExtension"),
+    })
+    import rpo_verl.trainer.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "FEATURES", features.FEATURES)
+
+
+def make_trainer(tiny_model_path, prompt_files, tmp_path, *overrides, rpo_verl=None):
+    train, val = prompt_files
+    cfg = compose("preset=cpu", f"actor_rollout_ref.model.path={tiny_model_path}", f"data.train_files={train}",
+                  f"data.val_files={val}", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                  f"trainer.default_local_dir={tmp_path}/ckpt", *overrides)
+    if rpo_verl is not None:
+        OmegaConf.set_struct(cfg, False)
+        cfg.rpo_verl = OmegaConf.merge(cfg.rpo_verl, rpo_verl)
+    OmegaConf.resolve(cfg)
+    trainer = RpoVerlTrainer(cfg)
+    trainer._init_tokenizer()
+    trainer._init_dataloader()
+    trainer._init_dump_executor()  # the first steps of verl's _setup, without the Ray parts
+    return trainer
+
+
+def test_total_epochs_raised_to_fit_total_training_steps(tiny_model_path, prompt_files, tmp_path):
+    # 16 prompts / batch 4 = 4 steps per epoch; 10 steps need 3 epochs or verl's loop stops at 4
+    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+                           "trainer.total_epochs=1", "trainer.total_training_steps=10")
+    assert trainer.steps_per_epoch == 4 and trainer.total_training_steps == 10
+    assert trainer.config.trainer.total_epochs == 3
+
+
+def test_dataset_smaller_than_a_batch_is_a_clear_error(tiny_model_path, prompt_files, tmp_path):
+    with pytest.raises(ValueError, match="data.train_batch_size=32"):
+        make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=32",
+                     "actor_rollout_ref.actor.ppo_mini_batch_size=32")
+
+
+def test_resumed_run_that_already_finished_says_so(tiny_model_path, prompt_files, tmp_path, capsys):
+    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+                           "trainer.total_training_steps=3")
+    trainer.resumed_from_step = 3
+    trainer.fit(agent_loop_manager=None)  # returns before verl's loop (which would need Ray)
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "trainer.total_training_steps=3" in out
+    assert getattr(trainer, "logger", None) is None
+
+
+def test_extension_hooks_shape_the_prompt_batch(tiny_model_path, prompt_files, tmp_path, demo_features):
+    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+                           rpo_verl={"off": {"enable": False}})
+    assert [type(e).__name__ for e in trainer.extensions] == ["PickingExtension", "DemoExtension"]
+    trainer.global_steps = 5
+    batch = trainer._next_train_batch()
+    assert len(batch) == 4  # picked 4 of 8 candidates
+    assert batch["rpo_tag"].tolist() == [7, 7, 7, 7]
+    assert trainer.extensions[1].calls == [("before_rollout", 4)]
+    from verl.utils import tensordict_utils as tu
+
+    assert tu.get_non_tensor_data(batch, "global_steps", None) == 5
+
+
+class RecordingWorkerGroup:
+    """Stands in for verl's actor Ray worker group in the checkpoint calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def save_checkpoint(self, local_path, remote_path, global_steps, max_ckpt_to_keep=None):
+        os.makedirs(local_path, exist_ok=True)
+        self.calls.append(("save", local_path, global_steps))
+
+    def load_checkpoint(self, local_path, del_local_after_load=False):
+        self.calls.append(("load", local_path))
+
+
+def test_extension_state_is_saved_and_restored_with_checkpoints(tiny_model_path, prompt_files, tmp_path, demo_features):
+    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+                           rpo_verl={"demo": {"tag": "saved"}})
+    trainer.actor_rollout_wg = RecordingWorkerGroup()
+    trainer.global_steps = 3
+    trainer._save_checkpoint()
+    folder = tmp_path / "ckpt" / "global_step_3"
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "3"
+    assert torch.load(folder / EXTENSION_STATE_FILE, weights_only=False)["demo"] == {"tag": "saved", "calls": 0}
+
+    resumed = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4")
+    resumed.actor_rollout_wg = RecordingWorkerGroup()
+    resumed._load_checkpoint()
+    assert resumed.global_steps == resumed.resumed_from_step == 3
+    assert resumed.actor_rollout_wg.calls == [("load", str(folder / "actor"))]
+    demo = next(e for e in resumed.extensions if e.name == "demo")
+    assert demo.loaded == {"tag": "saved", "calls": 0}
+
+
+def test_fresh_start_loads_nothing(tiny_model_path, prompt_files, tmp_path, demo_features):
+    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4")
+    trainer.actor_rollout_wg = RecordingWorkerGroup()
+    trainer._load_checkpoint()
+    assert trainer.global_steps == trainer.resumed_from_step == 0 and trainer.actor_rollout_wg.calls == []
