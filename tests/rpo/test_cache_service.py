@@ -221,3 +221,17 @@ def test_update_batch_from_padded():
     assert batch.tokens.tolist() == [1, 2, 3, 4] and batch.correct.tolist() == [-1, -1]
     sub = batch.subset([1])
     assert sub.tokens.tolist() == [4] and sub.prompt_ids.tolist() == [7]
+
+
+def test_ungrouped_batch_gives_the_same_cache():
+    rng = np.random.default_rng(4)
+    ids = np.arange(30)
+    batch, _ = _group_batch(rng, ids)
+    perm = np.random.default_rng(5).permutation(batch.prompt_ids.size)
+    grouped, shuffled = _service(_cfg(update="best")), _service(_cfg(update="best"))
+    grouped.update(batch)
+    shuffled.update(batch.subset(perm))
+    a, b = grouped.store, shuffled.store
+    for pid in ids:
+        np.testing.assert_array_equal(a.tokens(a.record_table([pid])[0, 0]), b.tokens(b.record_table([pid])[0, 0]))
+    shuffled.update({k: getattr(batch, k) for k in ("prompt_ids", "lengths", "tokens", "rewards", "correct")})
