@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from trainer_helpers import DENSE_REWARD, run_main
 from rpo_verl.trainer.metrics_file import read_records, run_files
 from rpo_verl.trainer.summary import summarize
 
@@ -27,7 +26,7 @@ def _hf_registered() -> bool:
     return out.stdout.strip().endswith("True")
 
 
-def _args(model, train, val, run_dir, steps, *extra):
+def _args(model, train, val, reward, run_dir, steps, *extra):
     return [
         "preset=cpu",
         f"actor_rollout_ref.model.path={model}",
@@ -36,7 +35,7 @@ def _args(model, train, val, run_dir, steps, *extra):
         f"actor_rollout_ref.rollout.n={N}", f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH}",
         # A large step so that a missed weight push would show up in the rollout-vs-trainer log-probs.
         "actor_rollout_ref.actor.optim.lr=1e-2",
-        f"reward.custom_reward_function.path={DENSE_REWARD}",
+        f"reward.custom_reward_function.path={reward}",
         f"trainer.total_training_steps={steps}", "trainer.save_freq=2", "trainer.test_freq=2",
         f"trainer.default_local_dir={run_dir}", "trainer.experiment_name=e2e_tiny",
         *extra,
@@ -44,15 +43,15 @@ def _args(model, train, val, run_dir, steps, *extra):
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tiny_model_path, prompt_files, tmp_path_factory):
+def tiny_runs(tiny_model_path, prompt_files, dense_reward, rpo_main, tmp_path_factory):
     if not _hf_registered():
         pytest.skip("the 'hf' rollout backend is not registered in this checkout")
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
     train, val = prompt_files
-    first = run_main(_args(tiny_model_path, train, val, run_dir, 2), timeout=420, log_path=run_dir.parent / "first.log")
+    first = rpo_main(_args(tiny_model_path, train, val, dense_reward, run_dir, 2), timeout=420, log_path=run_dir.parent / "first.log")
     assert first.returncode == 0, first.stdout[-6000:]
     first_records = read_records(run_files(str(run_dir / "metrics.jsonl")))
-    resumed = run_main(_args(tiny_model_path, train, val, run_dir, 3, "trainer.val_before_train=false"),
+    resumed = rpo_main(_args(tiny_model_path, train, val, dense_reward, run_dir, 3, "trainer.val_before_train=false"),
                        timeout=300, log_path=run_dir.parent / "resumed.log")
     assert resumed.returncode == 0, resumed.stdout[-6000:]
     return {"dir": run_dir, "first": first, "first_records": first_records, "resumed": resumed}

@@ -17,7 +17,6 @@ from rpo_verl.config import features
 from rpo_verl.config.features import FeatureSpec
 from rpo_verl.trainer.extension import TrainerExtension
 from rpo_verl.trainer.trainer import EXTENSION_STATE_FILE, RpoVerlTrainer
-from trainer_helpers import compose
 
 
 @dataclass
@@ -66,7 +65,17 @@ def demo_features(monkeypatch):
     monkeypatch.setattr(trainer_module, "FEATURES", features.FEATURES)
 
 
-def make_trainer(tiny_model_path, prompt_files, tmp_path, *overrides, rpo_verl=None):
+@pytest.fixture
+def make_trainer(tiny_model_path, prompt_files, tmp_path, compose_config):
+    """``make_trainer(*overrides, rpo_verl=None)``: a trainer up to its dataloaders (no Ray)."""
+
+    def _make(*overrides, rpo_verl=None):
+        return _build(compose_config, tiny_model_path, prompt_files, tmp_path, *overrides, rpo_verl=rpo_verl)
+
+    return _make
+
+
+def _build(compose, tiny_model_path, prompt_files, tmp_path, *overrides, rpo_verl=None):
     train, val = prompt_files
     cfg = compose("preset=cpu", f"actor_rollout_ref.model.path={tiny_model_path}", f"data.train_files={train}",
                   f"data.val_files={val}", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
@@ -82,22 +91,22 @@ def make_trainer(tiny_model_path, prompt_files, tmp_path, *overrides, rpo_verl=N
     return trainer
 
 
-def test_total_epochs_raised_to_fit_total_training_steps(tiny_model_path, prompt_files, tmp_path):
+def test_total_epochs_raised_to_fit_total_training_steps(make_trainer, tmp_path):
     # 16 prompts / batch 4 = 4 steps per epoch; 10 steps need 3 epochs or verl's loop stops at 4
-    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+    trainer = make_trainer("data.train_batch_size=4",
                            "trainer.total_epochs=1", "trainer.total_training_steps=10")
     assert trainer.steps_per_epoch == 4 and trainer.total_training_steps == 10
     assert trainer.config.trainer.total_epochs == 3
 
 
-def test_dataset_smaller_than_a_batch_is_a_clear_error(tiny_model_path, prompt_files, tmp_path):
+def test_dataset_smaller_than_a_batch_is_a_clear_error(make_trainer, tmp_path):
     with pytest.raises(ValueError, match="data.train_batch_size=32"):
-        make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=32",
+        make_trainer("data.train_batch_size=32",
                      "actor_rollout_ref.actor.ppo_mini_batch_size=32")
 
 
-def test_resumed_run_that_already_finished_says_so(tiny_model_path, prompt_files, tmp_path, capsys):
-    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+def test_resumed_run_that_already_finished_says_so(make_trainer, tmp_path, capsys):
+    trainer = make_trainer("data.train_batch_size=4",
                            "trainer.total_training_steps=3")
     trainer.resumed_from_step = 3
     trainer.fit(agent_loop_manager=None)  # returns before verl's loop (which would need Ray)
@@ -106,8 +115,8 @@ def test_resumed_run_that_already_finished_says_so(tiny_model_path, prompt_files
     assert getattr(trainer, "logger", None) is None
 
 
-def test_extension_hooks_shape_the_prompt_batch(tiny_model_path, prompt_files, tmp_path, demo_features):
-    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+def test_extension_hooks_shape_the_prompt_batch(make_trainer, tmp_path, demo_features):
+    trainer = make_trainer("data.train_batch_size=4",
                            rpo_verl={"off": {"enable": False}})
     assert [type(e).__name__ for e in trainer.extensions] == ["PickingExtension", "DemoExtension"]
     trainer.global_steps = 5
@@ -134,8 +143,8 @@ class RecordingWorkerGroup:
         self.calls.append(("load", local_path))
 
 
-def test_extension_state_is_saved_and_restored_with_checkpoints(tiny_model_path, prompt_files, tmp_path, demo_features):
-    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4",
+def test_extension_state_is_saved_and_restored_with_checkpoints(make_trainer, tmp_path, demo_features):
+    trainer = make_trainer("data.train_batch_size=4",
                            rpo_verl={"demo": {"tag": "saved"}})
     trainer.actor_rollout_wg = RecordingWorkerGroup()
     trainer.global_steps = 3
@@ -144,7 +153,7 @@ def test_extension_state_is_saved_and_restored_with_checkpoints(tiny_model_path,
     assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "3"
     assert torch.load(folder / EXTENSION_STATE_FILE, weights_only=False)["demo"] == {"tag": "saved", "calls": 0}
 
-    resumed = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4")
+    resumed = make_trainer("data.train_batch_size=4")
     resumed.actor_rollout_wg = RecordingWorkerGroup()
     resumed._load_checkpoint()
     assert resumed.global_steps == resumed.resumed_from_step == 3
@@ -153,8 +162,8 @@ def test_extension_state_is_saved_and_restored_with_checkpoints(tiny_model_path,
     assert demo.loaded == {"tag": "saved", "calls": 0}
 
 
-def test_fresh_start_loads_nothing(tiny_model_path, prompt_files, tmp_path, demo_features):
-    trainer = make_trainer(tiny_model_path, prompt_files, tmp_path, "data.train_batch_size=4")
+def test_fresh_start_loads_nothing(make_trainer, tmp_path, demo_features):
+    trainer = make_trainer("data.train_batch_size=4")
     trainer.actor_rollout_wg = RecordingWorkerGroup()
     trainer._load_checkpoint()
     assert trainer.global_steps == trainer.resumed_from_step == 0 and trainer.actor_rollout_wg.calls == []
