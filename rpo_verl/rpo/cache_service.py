@@ -140,7 +140,7 @@ class CacheService:
             )
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self._read_mark = dict(self.counters)
-        self.restores = 0  # snapshots reloaded after an actor restart
+        self.restores = 0  # 1 if this incarnation reloaded a snapshot after an actor restart
         self.loaded_from: list[str] = []
         if restore_latest:
             latest = self._latest_pointer()
@@ -296,6 +296,8 @@ class CacheService:
         """Write this shard to ``path`` (a file, or a directory -> ``<dir>/rpo_cache.shard{k}of{K}.npz``)."""
         if os.path.isdir(path) or path.endswith(os.sep) or not path.endswith(".npz"):
             path = os.path.join(path, shard_file_name(*self.shard))
+        elif self.shard[1] > 1:  # one file per shard, never one file for all
+            path = f"{path[:-4]}.shard{self.shard[0]}of{self.shard[1]}.npz"
         state = self.state_dict()
         meta = state.pop("meta")
         atomic_write_npz(path, {"meta": np.array(json.dumps(meta)), **state})

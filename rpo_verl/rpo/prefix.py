@@ -90,7 +90,7 @@ def _is_newline(tokens: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def align_to_newline(
-    prefix_len: np.ndarray, gather: Gather, table: np.ndarray, windows: tuple[int, ...] = (32, 512)
+    prefix_len: np.ndarray, gather: Gather, table: np.ndarray, windows: tuple[int, ...] = (16, 64, 256, 1024)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Move each cut back to the nearest line boundary at or before it.
 

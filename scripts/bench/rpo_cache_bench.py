@@ -122,6 +122,7 @@ def time_steps(call_sample, call_update, records: int, batch: int, n: int, iters
     rng = np.random.default_rng(1)
     sample_ms, update_ms = [], []
     before = compactions() if compactions else 0
+    garbage = []
     for step in range(iters):
         ids = rng.choice(records, size=batch, replace=False)
         t0 = time.perf_counter()
@@ -129,8 +130,9 @@ def time_steps(call_sample, call_update, records: int, batch: int, n: int, iters
         t1 = time.perf_counter()
         ub = update_batch(rng, ids, plan.prefixes(), plan.budget, n, step)
         t2 = time.perf_counter()
-        call_update(ub)
+        written = call_update(ub)
         t3 = time.perf_counter()
+        garbage.append(written)
         sample_ms.append(1e3 * (t1 - t0))
         update_ms.append(1e3 * (t3 - t2))
     total = np.add(sample_ms, update_ms)
@@ -149,6 +151,7 @@ def time_steps(call_sample, call_update, records: int, batch: int, n: int, iters
         "update_ms": stats(update_ms),
         "total_ms": stats(total),
         "compactions": (compactions() - before) if compactions else None,
+        "garbage_tokens_per_step": float(np.mean([g for g in garbage if g is not None])) if compactions else None,
     }
 
 
@@ -161,9 +164,16 @@ def bench_in_process(args) -> tuple[dict, dict]:
         view = make_service(1, align, args.response_length) if align != "none" else svc
         if align != "none":  # same records, other cut policy
             view.store = svc.store
+
+        def update(batch, view=view):
+            # dead tokens this update leaves behind (compaction work it causes), compactions excluded
+            before, n_compact = view.store.garbage_tokens, view.store.compactions
+            view.update(batch)
+            return None if view.store.compactions != n_compact else view.store.garbage_tokens - before
+
         latency[f"tail_{align}"] = time_steps(
             lambda ids, step: view.sample_prefix_batch(ids, rng_seed=step),
-            view.update,
+            update,
             args.records,
             args.batch,
             args.n,
@@ -171,6 +181,21 @@ def bench_in_process(args) -> tuple[dict, dict]:
             compactions=lambda: svc.store.compactions,
         )
         print(f"latency tail/{align}: {json.dumps(latency[f'tail_{align}'])}", flush=True)
+    # compaction: one full rebuild, and its cost spread over the steps that fill the garbage budget
+    st = svc.store
+    garbage_per_step = latency["tail_none"].pop("garbage_tokens_per_step")
+    latency["tail_newline"].pop("garbage_tokens_per_step")
+    t0 = time.perf_counter()
+    st.compact()
+    compact_s = time.perf_counter() - t0
+    steps_between = st.compact_garbage_frac * st.live_tokens / max(garbage_per_step, 1)
+    memory["compaction"] = {
+        "seconds": compact_s,
+        "garbage_tokens_per_step": garbage_per_step,
+        "steps_between_compactions": steps_between,
+        "amortised_ms_per_step": 1e3 * compact_s / steps_between,
+    }
+    print(f"compaction: {json.dumps(memory['compaction'])}", flush=True)
     return memory, latency
 
 
@@ -187,7 +212,8 @@ def bench_ray(args) -> dict:
         for start in range(0, args.ray_records, 1 << 15):  # seed the cache through the actor
             ids = np.arange(start, min(start + (1 << 15), args.ray_records))
             lengths = rng.integers(args.mean_len // 2, 3 * args.mean_len // 2 + 1, size=ids.size)
-            client.update(UpdateBatch(ids, lengths, random_tokens(rng, int(lengths.sum())), np.ones(ids.size), -np.ones(ids.size)))
+            tokens = random_tokens(rng, int(lengths.sum()))
+            client.update(UpdateBatch(ids, lengths, tokens, np.ones(ids.size), -np.ones(ids.size)))
         return time_steps(
             lambda ids, step: client.sample_prefix_batch(ids, rng_seed=step),
             client.update,
@@ -234,7 +260,7 @@ def main() -> None:
     parser.add_argument("--mean-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=60)
+    parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--response-length", type=int, default=2048)
     parser.add_argument("--ray", action="store_true", help="also time the calls through a Ray actor")
     parser.add_argument("--ray-records", type=int, default=100_000)

@@ -168,7 +168,7 @@ def test_newline_token_ids_from_tokenizer(tokenizer):
         assert ("\n" in tokenizer.decode([token])) == (token in set(ids.tolist()))
 
 
-@pytest.mark.parametrize("windows", [(1,), (2, 5), (32, 512)])
+@pytest.mark.parametrize("windows", [(1,), (2, 5), (16, 64, 256, 1024)])
 def test_align_matches_brute_force(windows):
     rng = np.random.default_rng(11)
     seqs = [
