@@ -44,17 +44,29 @@ class SchedulerCore:
         self.count_sumsq = 0
         self.rollouts_total = 0
         self.nan_total = 0
+        self.num_selects = 0
         self.last_selected = np.zeros(0, np.int64)
         self.last_select_time = 0.0
         self.last_metrics: dict[str, float] = {}
 
     # --- selection -----------------------------------------------------------------------
-    def select(self, batch_size: int, exclude=None) -> np.ndarray:
-        """Prompt ids ``[batch_size]`` (distinct) to roll out next; ``exclude`` ids are never chosen."""
+    def select(self, batch_size: int, exclude=None, select_index: int | None = None) -> np.ndarray:
+        """Prompt ids ``[batch_size]`` (distinct) to roll out next; ``exclude`` ids are never chosen.
+
+        ``select_index``: optional 0-based count of this select; a repeat of the last one (a call
+        retried after an actor restart) returns the same ids again, any other mismatch raises.
+        """
+        if select_index is not None:
+            if select_index == self.num_selects - 1:
+                return self.last_selected.copy()
+            if select_index != self.num_selects:
+                raise ValueError(f"DPS select_index {select_index} out of order: the scheduler has answered "
+                                 f"{self.num_selects} selects")
         t0 = time.perf_counter()
         ids = self.selector.select(int(batch_size), exclude)
         self.last_select_time = time.perf_counter() - t0
         self.last_selected = ids
+        self.num_selects += 1
         return ids
 
     # --- observation ----------------------------------------------------------------------
@@ -190,6 +202,8 @@ class SchedulerCore:
             "selector_name": self.config.selector,
             "num_prompts": self.num_prompts,
             "num_updates": self.num_updates,
+            "num_selects": self.num_selects,
+            "last_selected": self.last_selected.copy(),
             "selector": self.selector.state_dict(),
             "sample_counts": self.sample_counts.copy(),
             "count_hist": self.count_hist.copy(),
@@ -202,13 +216,16 @@ class SchedulerCore:
 
     def cursor_state(self) -> dict:
         """What ``select`` changed since the last update (small; see Selector.cursor_state)."""
-        return {"num_updates": self.num_updates, "selector": self.selector.cursor_state()}
+        return {"num_updates": self.num_updates, "num_selects": self.num_selects,
+                "last_selected": self.last_selected.copy(), "selector": self.selector.cursor_state()}
 
     def load_cursor_state(self, cursor: dict) -> bool:
         """Apply a cursor saved after the current update count; a stale one is ignored (False)."""
         if int(cursor["num_updates"]) != self.num_updates:
             return False
         self.selector.load_cursor_state(cursor["selector"])
+        self.num_selects = int(cursor["num_selects"])
+        self.last_selected = np.asarray(cursor["last_selected"], dtype=np.int64).copy()
         return True
 
     def load_state_dict(self, state: dict) -> None:
@@ -227,6 +244,8 @@ class SchedulerCore:
             )
         self.selector.load_state_dict(state["selector"])
         self.num_updates = int(state["num_updates"])
+        self.num_selects = int(state["num_selects"])
+        self.last_selected = np.asarray(state["last_selected"], dtype=np.int64).copy()
         self.sample_counts = np.asarray(state["sample_counts"], dtype=np.int32).copy()
         self.count_hist = np.asarray(state["count_hist"], dtype=np.int64).copy()
         self.count_sum, self.count_sumsq = int(state["count_sum"]), int(state["count_sumsq"])

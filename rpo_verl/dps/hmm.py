@@ -18,13 +18,14 @@ filter time step for a set of prompts (spec steps 2-4; step 1, selection, lives 
 Every prompt is updated every step. A prompt at the prior (α = α₀, μ_prior = μ_post = uniform)
 is an exact fixed point of steps 2-4 when unobserved (Φ̄(α₀) is the all-1/3 matrix), which
 ``HMMFilter`` exploits: it stores only the "active" prompts that differ from that fixed point and
-treats all others implicitly, so a step costs O(active) instead of O(N). An unobserved prompt
-returns to the fixed point geometrically: |α-α₀| shrinks by λ per step and
-|Φ̄-1/3| ≤ (2/3)·max|α-α₀|/α₀, so |μ-1/3| follows. Once α, μ_prior and μ_post are all within
-``settle_tol`` (default 1e-9, far below float32 resolution) of the fixed point, the prompt is
-dropped from the active set; with ``settle_tol=0`` nothing is ever dropped and the filter is the
-dense recursion restricted to prompts ever observed (still exact, since the rest sit at the
-fixed point). ``DenseHMMFilter`` is the plain all-prompts version (reference / benchmarks).
+treats all others implicitly, so a step costs O(active + B) instead of O(N). An unobserved prompt
+returns to the fixed point geometrically: α ≥ α₀ always, D = max|α-α₀| shrinks by exactly λ per
+step, and |Φ̄-1/3| ≤ 2D/(9α₀) entrywise, hence |μ_prior-1/3| ≤ 2D/(9α₀) one step later. From the
+D left by its last observation, the filter computes the first step at which these bounds put α,
+μ_prior and μ_post within ``settle_tol`` (default 1e-9, far below float32 resolution) of the fixed
+point, and drops the prompt from the active set then. With ``settle_tol=0`` (or λ = 1) nothing
+is ever dropped and the filter is the dense recursion restricted to prompts ever observed (still
+exact: the rest sit at the fixed point). ``DenseHMMFilter`` is the plain all-prompts version.
 """
 
 from __future__ import annotations
@@ -131,9 +132,14 @@ class DenseHMMFilter:
 class HMMFilter:
     """The filter storing only prompts away from the prior fixed point (see module docstring).
 
-    Active prompts are kept sorted by id in ``active_ids [M]`` with float64 ``alpha [M,3,3]``,
-    ``mu_prior [M,3]``, ``mu_post_prev [M,3]``; every other prompt has α = α₀ and uniform μ.
+    Active prompts are kept sorted by id in ``active_ids [M]``; their float64 state is one packed
+    array ``[M,15]`` viewed as ``alpha [M,3,3]``, ``mu_prior [M,3]``, ``mu_post_prev [M,3]``, and
+    ``settle_at [M]`` is the step after which each may be dropped. Every other prompt has α = α₀
+    and uniform μ.
     """
+
+    _WIDTH = NUM_STATES * NUM_STATES + 2 * NUM_STATES
+    _NEVER = np.iinfo(np.int64).max
 
     def __init__(self, num_prompts: int, decay: float = 0.7, prior_alpha: float = 1.0, settle_tol: float = 1e-9):
         _check_params(num_prompts, decay, prior_alpha)
@@ -143,9 +149,21 @@ class HMMFilter:
         self.decay, self.prior_alpha, self.settle_tol = float(decay), float(prior_alpha), float(settle_tol)
         self.step = 0
         self.active_ids = np.zeros(0, dtype=np.int64)
-        self.alpha = np.zeros((0, NUM_STATES, NUM_STATES))
-        self.mu_prior = np.zeros((0, NUM_STATES))
-        self.mu_post_prev = np.zeros((0, NUM_STATES))
+        self.settle_at = np.zeros(0, dtype=np.int64)
+        self._state = np.zeros((0, self._WIDTH))
+
+    # Views into the packed state (in-place updates write through).
+    @property
+    def alpha(self) -> np.ndarray:
+        return self._state[:, :9].reshape(-1, NUM_STATES, NUM_STATES)
+
+    @property
+    def mu_prior(self) -> np.ndarray:
+        return self._state[:, 9:12]
+
+    @property
+    def mu_post_prev(self) -> np.ndarray:
+        return self._state[:, 12:15]
 
     # --- queries -------------------------------------------------------------------------
     def _rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +205,26 @@ class HMMFilter:
         rows = np.searchsorted(self.active_ids, ids)
         hmm_step(self.alpha, self.mu_prior, self.mu_post_prev, rows, states, self.decay, self.prior_alpha)
         self.step += 1
-        self._settle()
+        deviation = (self._state[rows, :9] - self.prior_alpha).max(axis=1, initial=0.0)
+        self.settle_at[rows] = self.step + self._steps_to_settle(deviation)
+        due = self.settle_at <= self.step
+        if due.any():
+            keep = ~due
+            self.active_ids, self.settle_at, self._state = self.active_ids[keep], self.settle_at[keep], self._state[keep]
+
+    def _steps_to_settle(self, deviation: np.ndarray) -> np.ndarray:
+        """Unobserved steps after which a prompt left with max|α-α₀| = ``deviation`` is within
+        ``settle_tol`` of the fixed point (α: D·λ^j ≤ tol·α₀; μ_prior and μ_post: 2D·λ^(j-1)/(9α₀) ≤ tol)."""
+        tol, lam, c = self.settle_tol, self.decay, self.prior_alpha
+        if tol == 0.0 or lam == 1.0:
+            return np.full(deviation.shape, self._NEVER - self.step - 1, dtype=np.int64)
+        d = np.maximum(deviation, 1e-300)
+        if lam == 0.0:
+            return np.where(d <= 4.5 * tol * c, 1, 2).astype(np.int64)
+        j_alpha = np.ceil(np.log(tol * c / d) / np.log(lam))
+        j_mu = 1 + np.ceil(np.log(4.5 * tol * c / d) / np.log(lam))
+        # +1: margin for rounding in the logarithms.
+        return (np.maximum(np.maximum(j_alpha, j_mu), 1) + 1).astype(np.int64)
 
     def _activate(self, ids: np.ndarray) -> None:
         """Materialise prompts at the fixed point so they can be updated (keeps ids sorted)."""
@@ -195,22 +232,10 @@ class HMMFilter:
         if not new.size:
             return
         at = np.searchsorted(self.active_ids, new)
+        row = np.concatenate([np.full(9, self.prior_alpha), np.full(6, UNIFORM)])
         self.active_ids = np.insert(self.active_ids, at, new)
-        self.alpha = np.insert(self.alpha, at, np.full((NUM_STATES, NUM_STATES), self.prior_alpha), axis=0)
-        self.mu_prior = np.insert(self.mu_prior, at, UNIFORM, axis=0)
-        self.mu_post_prev = np.insert(self.mu_post_prev, at, UNIFORM, axis=0)
-
-    def _settle(self) -> None:
-        if not self.settle_tol or not len(self.active_ids):
-            return
-        tol = self.settle_tol
-        far = np.abs(self.alpha - self.prior_alpha).max(axis=(1, 2)) > tol * self.prior_alpha
-        far |= np.abs(self.mu_prior - UNIFORM).max(axis=1) > tol
-        far |= np.abs(self.mu_post_prev - UNIFORM).max(axis=1) > tol
-        if far.all():
-            return
-        self.active_ids, self.alpha = self.active_ids[far], self.alpha[far]
-        self.mu_prior, self.mu_post_prev = self.mu_prior[far], self.mu_post_prev[far]
+        self.settle_at = np.insert(self.settle_at, at, self._NEVER)
+        self._state = np.insert(self._state, at, row, axis=0)
 
     # --- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -221,6 +246,7 @@ class HMMFilter:
             "settle_tol": self.settle_tol,
             "step": self.step,
             "active_ids": self.active_ids.copy(),
+            "settle_at": self.settle_at.copy(),
             "alpha": self.alpha.copy(),
             "mu_prior": self.mu_prior.copy(),
             "mu_post_prev": self.mu_post_prev.copy(),
@@ -231,11 +257,14 @@ class HMMFilter:
             raise ValueError(
                 f"DPS HMM state is for {int(state['num_prompts'])} prompts but this filter tracks {self.num_prompts}"
             )
-        self.step = int(state["step"])
-        self.active_ids = np.asarray(state["active_ids"], dtype=np.int64).copy()
-        self.alpha = np.asarray(state["alpha"], dtype=np.float64).copy()
-        self.mu_prior = np.asarray(state["mu_prior"], dtype=np.float64).copy()
-        self.mu_post_prev = np.asarray(state["mu_post_prev"], dtype=np.float64).copy()
-        m = len(self.active_ids)
-        if self.alpha.shape != (m, 3, 3) or self.mu_prior.shape != (m, 3) or self.mu_post_prev.shape != (m, 3):
+        ids = np.asarray(state["active_ids"], dtype=np.int64)
+        m = len(ids)
+        alpha = np.asarray(state["alpha"], dtype=np.float64)
+        mu_prior = np.asarray(state["mu_prior"], dtype=np.float64)
+        mu_post_prev = np.asarray(state["mu_post_prev"], dtype=np.float64)
+        settle_at = np.asarray(state["settle_at"], dtype=np.int64)
+        if alpha.shape != (m, 3, 3) or mu_prior.shape != (m, 3) or mu_post_prev.shape != (m, 3) or settle_at.shape != (m,):
             raise ValueError("DPS HMM state arrays have inconsistent shapes")
+        self.step = int(state["step"])
+        self.active_ids, self.settle_at = ids.copy(), settle_at.copy()
+        self._state = np.concatenate([alpha.reshape(m, 9), mu_prior, mu_post_prev], axis=1)

@@ -9,8 +9,10 @@ Driver side::
 
 Fault tolerance: the actor is created with ``max_restarts``; after every ``snapshot_every``-th
 update it writes its state atomically to ``snapshot_path``, and a restarted actor (same
-constructor arguments) reloads that file. The client retries a call once after the actor died;
-updates carry their index so a retried update that had already been applied is ignored.
+constructor arguments) reloads that file, plus a small cursor file written after every select
+(random stream, epoch position, last answer). The client retries a call after the actor died;
+selects and updates carry their index, so a retried call that had already been executed returns
+the same ids / is not applied twice.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class DPSScheduler:
     def _cursor_path(self) -> str:
         return f"{self.config.snapshot_path}.cursor"
 
-    def select(self, batch_size: int, exclude=None) -> np.ndarray:
-        ids = self.core.select(batch_size, exclude)
+    def select(self, batch_size: int, exclude=None, select_index: int | None = None) -> np.ndarray:
+        ids = self.core.select(batch_size, exclude, select_index)
         if self.config.snapshot_path:
             # Tiny file: the random stream after this select, so a restart does not replay it differently.
             save_state(self._cursor_path, self.core.cursor_state())
@@ -84,6 +86,7 @@ class DPSScheduler:
 
     def info(self) -> dict:
         return {"num_prompts": self.core.num_prompts, "num_updates": self.core.num_updates,
+                "num_selects": self.core.num_selects,
                 "selector": self.config.selector, "restored_from": self.restored_from, "pid": os.getpid()}
 
 
@@ -109,7 +112,11 @@ class DPSSchedulerClient:
     def __init__(self, handle, retry_wait_s: float = 60.0):
         self.handle = handle
         self.retry_wait_s = retry_wait_s
-        self._next_update = int(self._call("info")["num_updates"])
+        self._sync_counters()
+
+    def _sync_counters(self) -> None:
+        info = self._call("info")
+        self._next_update, self._next_select = int(info["num_updates"]), int(info["num_selects"])
 
     @classmethod
     def create(cls, config, num_prompts: int, rollouts_per_prompt: int = 1, namespace: str | None = None):
@@ -130,7 +137,9 @@ class DPSSchedulerClient:
                     time.sleep(0.5)
 
     def select(self, batch_size: int, exclude=None) -> np.ndarray:
-        return np.asarray(self._call("select", batch_size, exclude), dtype=np.int64)
+        ids = np.asarray(self._call("select", batch_size, exclude, self._next_select), dtype=np.int64)
+        self._next_select += 1
+        return ids
 
     def update(self, prompt_ids, success_rates, num_rollouts=None) -> dict:
         metrics = self._call("update", np.asarray(prompt_ids), np.asarray(success_rates, dtype=np.float64),
@@ -146,14 +155,14 @@ class DPSSchedulerClient:
 
     def load_state_dict(self, state: dict) -> None:
         self._call("load_state_dict", state)
-        self._next_update = int(self._call("info")["num_updates"])
+        self._sync_counters()
 
     def save(self, path: str) -> None:
         self._call("save", path)
 
     def load(self, path: str) -> None:
         self._call("load", path)
-        self._next_update = int(self._call("info")["num_updates"])
+        self._sync_counters()
 
     def info(self) -> dict:
         return self._call("info")

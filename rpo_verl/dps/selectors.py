@@ -85,9 +85,18 @@ TIE_DECIMALS = 12
 _UNIFORM_KEY = float(np.round(UNIFORM, TIE_DECIMALS))
 
 
-def _ranked(ids: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``ids`` by descending score (rounded to TIE_DECIMALS), equal scores in random order."""
-    return ids[np.lexsort((rng.random(ids.size), -np.round(scores, TIE_DECIMALS)))]
+def _ranked(ids: np.ndarray, scores: np.ndarray, rng: np.random.Generator, limit: int | None = None) -> np.ndarray:
+    """``ids`` by descending score (rounded to TIE_DECIMALS), equal scores in random order; only
+    the first ``limit`` (all ids scoring at least the limit-th best are ranked, so ties stay fair)."""
+    if limit is not None and limit <= 0:
+        return ids[:0]
+    keys = np.round(scores, TIE_DECIMALS)
+    if limit is not None and limit < ids.size:
+        kth = -np.partition(-keys, limit - 1)[limit - 1]
+        cand = keys >= kth
+        ids, keys = ids[cand], keys[cand]
+    ranked = ids[np.lexsort((rng.random(ids.size), -keys))]
+    return ranked if limit is None else ranked[:limit]
 
 
 def _complement_at(blocked: np.ndarray, ranks: np.ndarray) -> np.ndarray:
@@ -179,7 +188,7 @@ class DPSSelector(UniformSelector):
         pool = _pool_size(self.pool_ratio, batch_size, self.num_prompts - exclude.size)
         if pool is not None:
             cands = self.stream.take(pool, exclude)
-            return _ranked(cands, self.filter.scores(cands), self.rng)[:batch_size]
+            return _ranked(cands, self.filter.scores(cands), self.rng, batch_size)
         return self._select_all(batch_size, exclude)
 
     def _select_all(self, batch_size: int, exclude: np.ndarray) -> np.ndarray:
@@ -192,7 +201,7 @@ class DPSSelector(UniformSelector):
             keep = ~np.isin(ids, exclude, assume_unique=True)
             ids, scores, blocked = ids[keep], scores[keep], np.union1d(f.active_ids, exclude)
         up, down = scores > _UNIFORM_KEY, scores < _UNIFORM_KEY
-        above = _ranked(ids[up], scores[up], self.rng)[:batch_size]
+        above = _ranked(ids[up], scores[up], self.rng, batch_size)
         need = batch_size - above.size
         tied = np.zeros(0, np.int64)
         if need > 0:
@@ -202,7 +211,7 @@ class DPSSelector(UniformSelector):
             from_free = _complement_at(blocked, pick[pick >= tied_active.size] - tied_active.size)
             tied = np.concatenate([tied_active[pick[pick < tied_active.size]], from_free])
             need -= tied.size
-        below = _ranked(ids[down], scores[down], self.rng)[: max(need, 0)]
+        below = _ranked(ids[down], scores[down], self.rng, max(need, 0))
         return np.concatenate([above, tied, below]).astype(np.int64)
 
     def predict(self, ids: np.ndarray) -> np.ndarray:

@@ -105,3 +105,32 @@ class _Loaded:
 
     def __getitem__(self, key):
         return self._arrays[key]
+
+
+def _flatten(state: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def diff_states(a: dict, b: dict, ignore_suffixes: tuple[str, ...] = ("_time_s",)) -> list[str]:
+    """Keys (``/``-joined) whose values differ between two states (arrays compared exactly, NaN
+    equal to NaN); keys ending in ``ignore_suffixes`` (timings) are skipped. Empty = identical."""
+    fa, fb = _flatten(a), _flatten(b)
+    diffs = sorted(set(fa) ^ set(fb))
+    for key in sorted(set(fa) & set(fb)):
+        if key.endswith(ignore_suffixes):
+            continue
+        va, vb = fa[key], fb[key]
+        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+            va, vb = np.asarray(va), np.asarray(vb)
+            same = va.shape == vb.shape and np.array_equal(va, vb, equal_nan=va.dtype.kind == "f")
+        else:
+            same = va == vb or (va != va and vb != vb)
+        if not same:
+            diffs.append(key)
+    return diffs

@@ -7,30 +7,11 @@ import pytest
 
 from rpo_verl.dps.config import DPSConfig, build_dps_config
 from rpo_verl.dps.core import SchedulerCore
-from rpo_verl.dps.state_io import DPSStateError, load_state, save_state
-
-
-def _flat(state, prefix=""):
-    out = {}
-    for k, v in state.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = v
-    return out
+from rpo_verl.dps.state_io import DPSStateError, diff_states, load_state, save_state
 
 
 def assert_states_identical(a, b):
-    fa, fb = _flat(a), _flat(b)
-    assert fa.keys() == fb.keys()
-    for key in fa:
-        if key.endswith("_time_s"):
-            continue
-        va, vb = fa[key], fb[key]
-        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
-            np.testing.assert_array_equal(np.asarray(va), np.asarray(vb), err_msg=key)
-        else:
-            assert va == vb or (va != va and vb != vb), key
+    assert diff_states(a, b) == []
 
 
 def _rates(ids, step):
@@ -168,3 +149,34 @@ def test_config_is_strict_and_off_by_default():
         build_dps_config({"pool_ratio": 0.5})
     with pytest.raises(ValueError, match="rpo_verl.dps.bogus"):
         build_dps_config({"bogus": 1})
+
+
+def test_select_index_makes_retried_selects_return_the_same_ids():
+    core = SchedulerCore(DPSConfig(enable=True), 100)
+    first = core.select(10, select_index=0)
+    np.testing.assert_array_equal(core.select(10, select_index=0), first)  # retried call
+    second = core.select(10, select_index=1)
+    assert not np.array_equal(np.sort(first), np.sort(second))
+    with pytest.raises(ValueError, match="out of order"):
+        core.select(10, select_index=7)
+
+
+def test_cursor_restores_the_random_stream_after_a_select():
+    cfg = DPSConfig(enable=True, pool_ratio=2.0)
+    a, b = SchedulerCore(cfg, 100), SchedulerCore(cfg, 100)
+    a.update([1, 2], [0.5, 1.0])
+    b.load_state_dict(a.state_dict())  # the snapshot after the update
+    a.select(10)
+    assert b.load_cursor_state(a.cursor_state())  # the cursor written after the select
+    np.testing.assert_array_equal(a.select(10), b.select(10))
+    stale = SchedulerCore(cfg, 100)
+    assert not stale.load_cursor_state(a.cursor_state())  # cursor of a later update: ignored
+
+
+def test_diff_states_reports_differences():
+    a = {"x": np.array([1.0, np.nan]), "n": 3, "sub": {"y": np.arange(3)}, "t_time_s": 1.0}
+    b = {"x": np.array([1.0, np.nan]), "n": 3, "sub": {"y": np.arange(3)}, "t_time_s": 2.0}
+    assert diff_states(a, b) == []
+    b["sub"]["y"] = np.array([0, 1, 5])
+    b["n"] = 4
+    assert diff_states(a, b) == ["n", "sub/y"]

@@ -93,18 +93,23 @@ def test_fast_and_dense_equal_reference_exact_mode(seed, lam, a0):
     np.testing.assert_allclose(dense.mu_prior, np.stack(ref.mu_prior), rtol=1e-12)
 
 
-@pytest.mark.parametrize("seed,lam", [(5, 0.7), (6, 0.5)])
-def test_settled_prompts_stay_within_tolerance(seed, lam):
+@pytest.mark.parametrize("seed,lam,tol", [(5, 0.7, 1e-9), (6, 0.5, 1e-9), (7, 0.7, 1e-4), (8, 0.9, 1e-3), (9, 0.0, 1e-9)])
+def test_settled_prompts_stay_within_tolerance(seed, lam, tol):
     # Sparse observations: prompts go unobserved long enough to leave the active set, then return.
     rng = np.random.default_rng(seed)
     seq = _random_sequence(rng, n=30, steps=300, max_batch=2, p_nan=0.0)
-    ref, fast, _ = _run_all(30, seq, lam, 1.0, settle_tol=1e-9)
-    seen = np.unique(np.concatenate([ids for ids, _ in seq]))
-    assert fast.active_ids.size < seen.size  # some prompts did settle
-    alpha, mu_prior, mu_prev = fast.dense()
-    np.testing.assert_allclose(alpha, np.stack(ref.alpha), rtol=0, atol=1e-8)
-    np.testing.assert_allclose(mu_prior, np.stack(ref.mu_prior), rtol=0, atol=1e-8)
-    np.testing.assert_allclose(mu_prev, np.stack(ref.mu_post_prev), rtol=0, atol=1e-8)
+    ref, fast = PerPromptReference(30, lam, 1.0), HMMFilter(30, decay=lam, settle_tol=tol)
+    worst, settled = 0.0, 0
+    for ids, states in seq:
+        ref.step(dict(zip(ids.tolist(), states.tolist())))
+        before = set(fast.active_ids.tolist())
+        fast.update(ids, states)
+        settled += len(before - set(fast.active_ids.tolist()))
+        for got, want in zip(fast.dense(), (ref.alpha, ref.mu_prior, ref.mu_post_prev)):
+            worst = max(worst, float(np.abs(got - np.stack(want)).max()))
+    assert settled > 10  # prompts did leave the active set
+    # Dropping a prompt moves it by at most tol; re-observed later, that error stays of order tol.
+    assert worst <= 3 * tol
 
 
 def test_active_set_is_bounded_by_recent_prompts():
