@@ -1,6 +1,8 @@
 """The cache service as named Ray actors: a killed actor restarts from its last snapshot, and a
 checkpointed cache resumed in a new actor continues exactly as an uninterrupted one."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,18 @@ def _states_equal(a, b):
                 np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
 
 
+def _wait_until_gone(name: str, timeout: float = 120) -> None:
+    """ray.kill is asynchronous; the name is free once the actor is really dead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            return
+        assert time.monotonic() < deadline, f"actor {name} still alive"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rpo_cache_test")
@@ -60,9 +74,13 @@ def test_killed_actor_restarts_from_last_snapshot(ray_cluster, tmp_path):
     assert client.metrics()["rpo/cache_service_restores"] == 0
     ray.kill(client.shards[0], no_restart=False)
     ray.kill(client.shards[1], no_restart=False)
-    # the same handles reach the restarted actors (Ray retries the calls once they are back)
+    # ray.kill is asynchronous: wait until both restarted incarnations answer (same handles;
+    # Ray retries calls that hit a dying actor once it is back)
+    deadline = time.monotonic() + 120
+    while client.metrics()["rpo/cache_service_restores"] < 2:
+        assert time.monotonic() < deadline, "the killed cache actors did not come back"
+        time.sleep(0.2)
     _states_equal(saved, client.state_dict())
-    assert client.metrics()["rpo/cache_service_restores"] == 2
     # named lookup from elsewhere finds the same actors
     again = connect_cache_service(num_shards=2, name="kill_test")
     _states_equal(saved, again.state_dict())
@@ -83,6 +101,7 @@ def test_resume_in_new_actor_is_equivalent(ray_cluster, tmp_path):
         _step(client, step)
     client.save(str(tmp_path / "ckpt_4"))
     ray.kill(client.shards[0], no_restart=True)  # the whole job dies
+    _wait_until_gone(SERVICE_NAME)
     fresh = start_cache_service(cfg, id_range=(0, N_PROMPTS), response_length=RESP, name=SERVICE_NAME)
     assert fresh.metrics()["rpo/cache_records"] == 0  # a new actor starts empty (lazy) ...
     fresh.load(str(tmp_path / "ckpt_4"))  # ... until the trainer restores its checkpoint
