@@ -58,4 +58,4 @@ def register() -> None:
 # one of them were imported before verl, its `from verl...` line would start verl's plugin
 # loading, which calls register() while that submodule is only half executed (ImportError,
 # swallowed by verl). Importing verl here, from the package, lets the plugin finish first.
-import verl  # noqa: E402, F401
+import verl  # noqa: E402, F401 - see the comment above

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import psutil
 import torch
 import torch.cpu
-from torch.cpu import Event, Stream, StreamContext, current_stream, stream, synchronize  # noqa: F401
+from torch.cpu import Event, Stream, StreamContext, current_stream, stream, synchronize  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +61,16 @@ def current_device() -> str:
     return DEVICE_TYPE
 
 
-def set_device(device=None) -> None:  # noqa: ARG001 - one CPU device, nothing to select
+def set_device(device=None) -> None:
     """No-op: there is one CPU device."""
 
 
-def get_device_name(device=None) -> str:  # noqa: ARG001
+def get_device_name(device=None) -> str:
     # "CPU" is the key of verl's FLOPS table (verl/utils/flops_counter.py) for CPU devices.
     return "CPU"
 
 
-def get_device_capability(device=None) -> tuple[int, int]:  # noqa: ARG001
+def get_device_capability(device=None) -> tuple[int, int]:
     # Numeric like torch.cuda's, so comparisons such as `>= (8, 0)` are False rather than errors.
     return (0, 0)
 
@@ -86,7 +86,7 @@ class CPUDeviceProperties:
     minor: int = 0
 
 
-def get_device_properties(device=None) -> CPUDeviceProperties:  # noqa: ARG001
+def get_device_properties(device=None) -> CPUDeviceProperties:
     return CPUDeviceProperties(
         name=get_device_name(), total_memory=psutil.virtual_memory().total, multi_processor_count=usable_cpu_count()
     )
@@ -122,23 +122,23 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
-def memory_allocated(device=None) -> int:  # noqa: ARG001
+def memory_allocated(device=None) -> int:
     return _rss_bytes()
 
 
-def memory_reserved(device=None) -> int:  # noqa: ARG001
+def memory_reserved(device=None) -> int:
     return _rss_bytes()
 
 
-def max_memory_allocated(device=None) -> int:  # noqa: ARG001
+def max_memory_allocated(device=None) -> int:
     return max(_peak_rss_bytes(), _rss_bytes())
 
 
-def max_memory_reserved(device=None) -> int:  # noqa: ARG001
+def max_memory_reserved(device=None) -> int:
     return max_memory_allocated()
 
 
-def reset_peak_memory_stats(device=None) -> None:  # noqa: ARG001
+def reset_peak_memory_stats(device=None) -> None:
     """Reset the RSS high-water mark to the current RSS (Linux: write 5 to clear_refs)."""
     try:
         with open(_PROC_CLEAR_REFS, "w") as clear_refs:
@@ -151,17 +151,17 @@ def reset_max_memory_allocated(device=None) -> None:
     reset_peak_memory_stats(device)
 
 
-def reset_accumulated_memory_stats(device=None) -> None:  # noqa: ARG001
+def reset_accumulated_memory_stats(device=None) -> None:
     """No accumulated allocator statistics exist on CPU."""
 
 
-def mem_get_info(device=None) -> tuple[int, int]:  # noqa: ARG001
+def mem_get_info(device=None) -> tuple[int, int]:
     """(free, total) bytes of host memory, like ``torch.cuda.mem_get_info``."""
     vm = psutil.virtual_memory()
     return vm.available, vm.total
 
 
-def memory_stats(device=None) -> dict[str, int]:  # noqa: ARG001
+def memory_stats(device=None) -> dict[str, int]:
     return {
         "allocated_bytes.all.current": memory_allocated(),
         "allocated_bytes.all.peak": max_memory_allocated(),
@@ -178,15 +178,15 @@ def ipc_collect() -> None:
     """No CUDA IPC handles on CPU."""
 
 
-def set_per_process_memory_fraction(fraction: float, device=None) -> None:  # noqa: ARG001
+def set_per_process_memory_fraction(fraction: float, device=None) -> None:
     """No per-process device memory cap on CPU."""
 
 
-def _memory_history_unsupported(*args, **kwargs) -> None:  # noqa: ARG001
+def _memory_history_unsupported(*args, **kwargs) -> None:
     logger.warning("memory history recording needs an accelerator; ignored on CPU")
 
 
-def _snapshot_unsupported(*args, **kwargs):  # noqa: ARG001
+def _snapshot_unsupported(*args, **kwargs):
     raise NotImplementedError("allocator memory snapshots are not available on the CPU platform")
 
 
@@ -209,11 +209,11 @@ memory = SimpleNamespace(
 # ---------------------------------------------------------------------------------------------
 
 
-def get_rng_state(device=None) -> torch.Tensor:  # noqa: ARG001
+def get_rng_state(device=None) -> torch.Tensor:
     return torch.get_rng_state()
 
 
-def set_rng_state(new_state: torch.Tensor, device=None) -> None:  # noqa: ARG001
+def set_rng_state(new_state: torch.Tensor, device=None) -> None:
     torch.set_rng_state(new_state)
 
 
@@ -245,5 +245,5 @@ def initial_seed() -> int:
     return torch.initial_seed()
 
 
-def default_stream(device=None) -> Stream:  # noqa: ARG001
+def default_stream(device=None) -> Stream:
     return current_stream()

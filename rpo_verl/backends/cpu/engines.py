@@ -48,7 +48,7 @@ _hook_registered = False
 def _refusing_fsdp1(engine_cls: type) -> type:
     """A subclass of ``engine_cls`` (EngineRegistry requires a BaseEngine) that refuses to start."""
 
-    def __init__(self, *args, **kwargs):  # noqa: ARG001
+    def __init__(self, *args, **kwargs):
         raise ValueError(FSDP1_ON_CPU_MESSAGE)
 
     return type(f"CPURefuses{engine_cls.__name__}", (engine_cls,), {"__init__": __init__, "__module__": __name__})
@@ -72,7 +72,7 @@ def _on_engine_module_imported(module) -> None:
     # notices the missing registrations).
     try:
         _register_from(module)
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("rpo_verl: registering verl's FSDP engines for device 'cpu' failed")
 
 

@@ -27,15 +27,18 @@ from rpo_verl.backends.cpu.platform import PLATFORM_NAME
 PLATFORM_ENV_VAR = "VERL_PLATFORM"
 
 
-def cpu_worker_env(num_threads: int | None = None) -> dict[str, str]:
+def cpu_worker_env(num_threads: int | None = None, processes_per_node: int = 1) -> dict[str, str]:
     """Env vars for Ray's ``runtime_env["env_vars"]`` so every worker runs on the CPU platform.
 
     ``VERL_PLATFORM=cpu`` selects the platform. ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set
     torch's intra-op threads: otherwise Ray sets ``OMP_NUM_THREADS`` to the worker's *logical*
     CPU share (1 for actors without ``num_cpus``), which leaves cores idle or oversubscribes
-    them. Default: the cores this process may use.
+    them. Default: the cores this process may use, split over ``processes_per_node`` training
+    ranks that compute at the same time (pass ``trainer.n_gpus_per_node``).
     """
-    threads = num_threads if num_threads is not None else usable_cpu_count()
+    if processes_per_node < 1:
+        raise ValueError(f"processes_per_node: must be >= 1, got {processes_per_node}")
+    threads = num_threads if num_threads is not None else max(1, usable_cpu_count() // processes_per_node)
     if threads < 1:
         raise ValueError(f"num_threads: must be >= 1, got {threads}")
     return {PLATFORM_ENV_VAR: PLATFORM_NAME, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -48,8 +51,7 @@ def activate_cpu_platform():
     already resolved another platform in this process (something called ``get_platform()``
     first; set ``VERL_PLATFORM=cpu`` before importing verl's trainer modules).
     """
-    from verl.plugin.platform import get_platform
-    from verl.plugin.platform import platform_manager
+    from verl.plugin.platform import get_platform, platform_manager
 
     from rpo_verl.backends.cpu import register
     from rpo_verl.backends.cpu.platform import CPUPlatform
@@ -81,7 +83,9 @@ def _select(config: Any, key: str, default: Any = None) -> Any:
 
 
 def _needs_reference(config: Any) -> bool:  # verl.trainer.ppo.utils.need_reference_policy
-    return bool(_select(config, "algorithm.use_kl_in_reward", False) or _select(config, "actor_rollout_ref.actor.use_kl_loss"))
+    return bool(
+        _select(config, "algorithm.use_kl_in_reward", False) or _select(config, "actor_rollout_ref.actor.use_kl_loss")
+    )
 
 
 def _needs_critic(config: Any) -> bool:

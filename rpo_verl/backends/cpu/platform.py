@@ -43,7 +43,7 @@ class CPUPlatform(PlatformBase):
     def is_available(self) -> bool:
         return True
 
-    def is_platform_available(self, use_smi_check: bool = False) -> bool:  # noqa: ARG002
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
         # Never auto-detected: only an explicit VERL_PLATFORM=cpu selects the CPU platform.
         return False
 

@@ -14,7 +14,7 @@ import sys
 
 
 def light() -> dict:
-    import verl  # noqa: F401
+    import verl  # noqa: F401 - loads the verl.plugins entry points (rpo_verl.plugin)
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.utils import device as verl_device
 

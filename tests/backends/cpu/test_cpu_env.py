@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 
 import pytest
-from cpu_test_utils import fresh_env, run_json
 from omegaconf import OmegaConf
 
 from rpo_verl.backends.cpu.device import usable_cpu_count
 from rpo_verl.backends.cpu.env import activate_cpu_platform, check_cpu_config, cpu_worker_env
+
+from .cpu_test_utils import fresh_env, run_json
 
 
 def test_cpu_worker_env():
     threads = str(usable_cpu_count())
     assert cpu_worker_env() == {"VERL_PLATFORM": "cpu", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     assert cpu_worker_env(num_threads=3)["OMP_NUM_THREADS"] == "3"
+    assert cpu_worker_env(processes_per_node=10**6)["OMP_NUM_THREADS"] == "1"
     with pytest.raises(ValueError, match="num_threads"):
         cpu_worker_env(num_threads=0)
+    with pytest.raises(ValueError, match="processes_per_node"):
+        cpu_worker_env(processes_per_node=0)
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +74,29 @@ def test_activate_refuses_a_conflicting_verl_platform(monkeypatch):
     assert os.environ["VERL_PLATFORM"] == "nvidia"
 
 
+# A driver process with no VERL_PLATFORM: the plugin registered "cpu" but verl would not pick it
+# and verl is untouched, until the trainer activates the CPU platform.
 ACTIVATE = """
 import json, verl
-{before}
-from rpo_verl.backends.cpu.env import activate_cpu_platform
+from verl.plugin.platform import PlatformRegistry, platform_manager
 from rpo_verl.backends.cpu import process_group
-try:
-    platform = activate_cpu_platform()
-    print(json.dumps({{"platform": type(platform).__name__, "pg_fix": process_group.is_installed()}}))
-except RuntimeError as exc:
-    print(json.dumps({{"error": str(exc)}}))
+from rpo_verl.backends.cpu.env import activate_cpu_platform
+
+before = {
+    "registered": "cpu" in PlatformRegistry.registered_names(),
+    "detected": platform_manager._detect_platform_name(),
+    "pg_fix": process_group.is_installed(),
+}
+platform = activate_cpu_platform()
+print(json.dumps({"before": before, "platform": type(platform).__name__, "pg_fix": process_group.is_installed()}))
 """
 
 
-def test_activate_in_a_driver_selects_cpu_and_installs_the_fix():
-    report = run_json(["-c", ACTIVATE.format(before="")], fresh_env())
-    assert report == {"platform": "CPUPlatform", "pg_fix": True}
+def test_cpu_platform_is_unused_until_the_driver_activates_it():
+    report = run_json(["-c", ACTIVATE], fresh_env())
+    assert report["before"]["registered"] and report["before"]["detected"] != "cpu"
+    assert report["before"]["pg_fix"] is False, "verl must stay untouched unless the CPU platform is chosen"
+    assert report["platform"] == "CPUPlatform" and report["pg_fix"] is True
 
 
 def test_activate_after_verl_chose_another_platform_explains_the_import_order(monkeypatch):

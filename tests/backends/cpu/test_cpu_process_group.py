@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from cpu_test_utils import HERE, fresh_env
 
 from rpo_verl.backends.cpu import process_group
+
+from .cpu_test_utils import HERE, fresh_env
 
 RANKS_SCRIPT = HERE / "cpu_backend_ranks.py"
 
@@ -91,7 +92,9 @@ def two_ranks(tmp_path_factory) -> list[dict]:
     done = subprocess.run(
         [sys.executable, str(RANKS_SCRIPT), str(out_dir)], capture_output=True, text=True, env=env, timeout=240
     )
-    reports = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2) if (out_dir / f"rank{r}.json").exists()]
+    reports = [
+        json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2) if (out_dir / f"rank{r}.json").exists()
+    ]
     assert done.returncode == 0 and len(reports) == 2, done.stderr[-6000:]
     for report in reports:
         assert "error" not in report, report["error"]
