@@ -22,6 +22,8 @@ setup(
         "pyarrow>=19.0.0",
         "tqdm",
         "matplotlib",
+        "psutil",
+        "wrapt",
     ],
     extras_require={
         # CPU machines: the 2.13.0 CPU build (a local wheel on the project's machines).
