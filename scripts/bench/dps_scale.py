@@ -69,6 +69,7 @@ def bench_scheduler(args) -> dict:
         peaks.append(tracemalloc.get_traced_memory()[1] - before)
     state = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
+    rss1 = rss()
     m = core.metrics()
     res = {
         "impl": f"SchedulerCore({args.selector}, active-set HMM)",
@@ -77,7 +78,7 @@ def bench_scheduler(args) -> dict:
         "state_bytes": int(state),
         "step_peak_extra_bytes": int(max(peaks)),
         "total_peak_gib": (state + max(peaks)) / GIB,
-        "rss_delta_gib": (rss() - rss0) / GIB,
+        "rss_delta_gib": (rss1 - rss0) / GIB,
     }
     if args.selector == "dps":
         res["active_prompts"] = int(m["dps/active_prompts"])
@@ -106,6 +107,7 @@ def bench_dense(args) -> dict:
         peaks.append(tracemalloc.get_traced_memory()[1] - before)
     state = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
+    rss1 = rss()
     del f
     gc.collect()
     return {
@@ -115,7 +117,7 @@ def bench_dense(args) -> dict:
         "state_bytes": int(state),
         "step_peak_extra_bytes": int(max(peaks)),
         "total_peak_gib": (state + max(peaks)) / GIB,
-        "rss_delta_gib": (rss() - rss0) / GIB,
+        "rss_delta_gib": (rss1 - rss0) / GIB,
     }
 
 
