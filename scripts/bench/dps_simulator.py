@@ -104,6 +104,7 @@ def run(method: str, cfg: SimConfig, seed: int) -> dict:
                           cfg.num_prompts, rollouts_per_prompt=cfg.k)
     dapo = method.endswith("dapo_ds")
     rollouts, eff, solved, cum = 0, [], [world.solved_share()], [0]
+    pred = {"dps/pred_accuracy": [], "dps/partial_precision": [], "dps/partial_recall": []}
     reached = None
     for step in range(cfg.max_steps):
         generated, n_partial, kept = 0, 0, []
@@ -115,7 +116,10 @@ def run(method: str, cfg: SimConfig, seed: int) -> dict:
             else:
                 ids = sched.select(cfg.batch, exclude=taken if dapo else None)
             rates = world.rollout(ids)
-            sched.update(ids, rates)
+            m = sched.update(ids, rates)
+            for key in pred:
+                if key in m:
+                    pred[key].append(m[key])
             generated += ids.size
             kept.append(ids[partial(rates)])
             n_partial += kept[-1].size
@@ -131,7 +135,8 @@ def run(method: str, cfg: SimConfig, seed: int) -> dict:
         if reached is None and solved[-1] >= cfg.target:
             reached = {"step": step + 1, "rollouts": rollouts}
             break
-    return {"effective_ratio": eff, "solved_share": solved, "cum_rollouts": cum, "reached": reached}
+    return {"effective_ratio": eff, "solved_share": solved, "cum_rollouts": cum, "reached": reached,
+            "prediction": {k.split("/")[1]: float(np.mean(v)) for k, v in pred.items() if v}}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -144,6 +149,7 @@ def summarize(runs: list[dict]) -> dict:
         "rollouts_to_target_mean": float(np.mean([r["rollouts"] for r in ok])) if ok else None,
         "rollouts_to_target_std": float(np.std([r["rollouts"] for r in ok])) if ok else None,
         "steps_to_target_mean": float(np.mean([r["step"] for r in ok])) if ok else None,
+        "hmm_prediction": {k: float(np.mean([r["prediction"][k] for r in runs])) for k in runs[0]["prediction"]},
     }
 
 
