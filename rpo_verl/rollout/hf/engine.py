@@ -1,8 +1,10 @@
 """Batched, KV-cached generation with an HF ``AutoModelForCausalLM`` (synchronous, no Ray, no asyncio).
 
-One call of ``HFGenerationEngine.generate`` runs one micro-batch: the prompts are left-padded, one
-prefill builds the KV cache, then one decoding loop samples a token per live row; rows that hit a
-stop token, their budget or an abort leave the batch (their cache rows are dropped).
+``HFGenerationEngine.run`` decodes a live batch step by step (continuous batching on CPU):
+- new requests are prefilled together (left-padded) and join the live batch at a step boundary:
+  both KV caches are left-padded to a common length (masked) and concatenated;
+- each step samples one token per live row; a row that hits a stop token, its budget or an abort
+  leaves at once (its cache row is dropped) and is reported through ``on_finish``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from rpo_verl.rollout.hf.sampling import SamplingSpec, sample_step
 
@@ -36,8 +39,35 @@ class EngineResult:
     finish_reason: Optional[str] = None  # "stop" | "length" | "aborted"
 
 
+@dataclass
+class _Live:
+    """Decoding state of the rows in flight; row i belongs to ``requests[i]``."""
+
+    requests: list[EngineRequest]
+    results: list[EngineResult]
+    generators: list[Optional[torch.Generator]]
+    stops: list[frozenset]
+    cache: Any
+    attention_mask: torch.Tensor  # [b, cache length + 0] (1 = real token)
+    next_position: torch.Tensor  # [b] position id of the token fed next
+    seen: torch.Tensor  # [b, V] prompt + generated tokens (repetition penalty)
+    tokens: Optional[torch.Tensor] = None  # [b] last sampled token = next input
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def keep(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, dtype=torch.long)
+        self.cache.batch_select_indices(index)
+        for name in ("requests", "results", "generators", "stops"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
+        self.attention_mask, self.next_position = self.attention_mask[index], self.next_position[index]
+        self.seen, self.tokens = self.seen[index], self.tokens[index]
+
+
 class HFGenerationEngine:
-    """Holds the model; generates micro-batches and loads pushed weights (strict on names)."""
+    """Holds the model; generates and loads pushed weights (strict on names)."""
 
     def __init__(
         self,
@@ -65,6 +95,7 @@ class HFGenerationEngine:
         self.logprobs_mode = logprobs_mode
         self.generator = torch.Generator().manual_seed(int(seed))
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.max_live_rows = 0
         # name -> live tensor; tied weights (e.g. lm_head.weight / model.embed_tokens.weight) share one tensor.
         self._targets: dict[str, torch.Tensor] = dict(self.model.state_dict(keep_vars=True))
         groups: dict[int, list[str]] = {}
@@ -74,27 +105,57 @@ class HFGenerationEngine:
         self._received: set[str] = set()
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """Generate for a fixed set of requests; results in request order."""
+        finished: dict[int, EngineResult] = {}
+        self.run(requests, on_finish=lambda request, result: finished.__setitem__(id(request), result))
+        return [finished[id(r)] for r in requests]
+
+    @torch.no_grad()
+    def run(
+        self,
+        requests: list[EngineRequest],
+        take_new: Optional[Callable[[int], list[EngineRequest]]] = None,
+        on_finish: Optional[Callable[[EngineRequest, EngineResult], None]] = None,
+        max_rows: int = 1 << 30,
+    ) -> None:
+        """Decode until no row is live and ``take_new(capacity)`` has nothing more to add.
+
+        ``on_finish(request, result)`` is called (from this thread) as soon as a request ends.
+        """
+        on_finish = on_finish or (lambda request, result: None)
+        live: Optional[_Live] = None
+        waiting = list(requests)
+        while True:
+            if waiting:
+                joined = self._start(waiting, on_finish)
+                live = joined if live is None else self._merge(live, joined)
+                self.max_live_rows = max(self.max_live_rows, len(live))
+            if live is not None and len(live) == 0:
+                live = None
+            if live is None:
+                waiting = take_new(max_rows) if take_new else []
+                if not waiting:
+                    return
+                continue
+            self._step(live, on_finish)
+            waiting = []
+            if take_new and len(live) < max_rows and self._can_join(live):
+                waiting = take_new(max_rows - len(live))
+
+    def _start(self, requests: list[EngineRequest], on_finish) -> _Live:
+        """Prefill ``requests`` together and sample their first tokens."""
         batch = len(requests)
         width = max(len(r.prompt_ids) for r in requests)
         input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((batch, width), dtype=torch.long)
+        seen = torch.zeros((batch, self.vocab_size), dtype=torch.bool)
         for row, request in enumerate(requests):
-            n = len(request.prompt_ids)
-            input_ids[row, width - n :] = torch.tensor(request.prompt_ids, dtype=torch.long)
-            attention_mask[row, width - n :] = 1
+            prompt = torch.tensor(request.prompt_ids, dtype=torch.long)
+            input_ids[row, width - len(prompt) :] = prompt
+            attention_mask[row, width - len(prompt) :] = 1
+            seen[row, prompt] = True
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-
-        specs = [r.spec for r in requests]
-        generators = [None if s.seed is None else torch.Generator().manual_seed(s.seed) for s in specs]
-        stop_sets = [frozenset(s.stop_token_ids) | (frozenset() if s.ignore_eos else self.eos_token_ids) for s in specs]
-        seen = None
-        if any(s.repetition_penalty != 1.0 for s in specs):
-            seen = torch.zeros((batch, self.vocab_size), dtype=torch.bool)
-            for row, request in enumerate(requests):
-                seen[row, torch.tensor(request.prompt_ids, dtype=torch.long)] = True
-
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -102,53 +163,93 @@ class HFGenerationEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
-        next_position = position_ids[:, -1] + 1
-        active = list(range(batch))  # request index of each live row
-        results = [EngineResult() for _ in requests]
+        specs = [r.spec for r in requests]
+        live = _Live(
+            requests=list(requests),
+            results=[EngineResult() for _ in requests],
+            generators=[None if s.seed is None else torch.Generator().manual_seed(s.seed) for s in specs],
+            stops=[frozenset(s.stop_token_ids) | (frozenset() if s.ignore_eos else self.eos_token_ids) for s in specs],
+            cache=out.past_key_values,
+            attention_mask=attention_mask,
+            next_position=position_ids[:, -1] + 1,
+            seen=seen,
+        )
+        self._advance(live, out.logits[:, -1], on_finish)
+        return live
 
-        while True:
-            tokens, log_probs = sample_step(
-                logits,
-                [specs[i] for i in active],
-                [generators[i] for i in active],
-                self.generator,
-                seen,
-                self.logprobs_mode,
-            )
-            keep = []
-            for row, (i, token, log_prob) in enumerate(zip(active, tokens.tolist(), log_probs.tolist())):
-                result = results[i]
-                result.token_ids.append(token)
-                result.log_probs.append(log_prob)
-                if token in stop_sets[i]:
-                    result.finish_reason = "stop"
-                elif len(result.token_ids) >= specs[i].max_tokens:
-                    result.finish_reason = "length"
-                elif requests[i].abort.is_set():
-                    result.finish_reason = "aborted"
-                else:
-                    keep.append(row)
-            if not keep:
-                return results
-            if len(keep) < len(active):
-                index = torch.tensor(keep, dtype=torch.long)
-                cache.batch_select_indices(index)
-                attention_mask, next_position, tokens = attention_mask[index], next_position[index], tokens[index]
-                seen = None if seen is None else seen[index]
-                active = [active[row] for row in keep]
-            if seen is not None:
-                seen[torch.arange(len(active)), tokens] = True
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention_mask,
-                position_ids=next_position[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache, logits = out.past_key_values, out.logits[:, -1]
-            next_position = next_position + 1
+    def _step(self, live: _Live, on_finish) -> None:
+        """Feed each row's last token, sample the next."""
+        live.attention_mask = torch.cat([live.attention_mask, live.attention_mask.new_ones((len(live), 1))], dim=1)
+        out = self.model(
+            input_ids=live.tokens[:, None],
+            attention_mask=live.attention_mask,
+            position_ids=live.next_position[:, None],
+            past_key_values=live.cache,
+            use_cache=True,
+        )
+        live.cache = out.past_key_values
+        live.next_position = live.next_position + 1
+        self._advance(live, out.logits[:, -1], on_finish)
+
+    def _advance(self, live: _Live, logits: torch.Tensor, on_finish) -> None:
+        """Sample one token per row, report finished rows and drop them."""
+        tokens, log_probs = sample_step(
+            logits,
+            [r.spec for r in live.requests],
+            live.generators,
+            self.generator,
+            live.seen,
+            self.logprobs_mode,
+        )
+        live.tokens = tokens
+        live.seen[torch.arange(len(live)), tokens] = True
+        keep = []
+        for row, (token, log_prob) in enumerate(zip(tokens.tolist(), log_probs.tolist())):
+            request, result = live.requests[row], live.results[row]
+            result.token_ids.append(token)
+            result.log_probs.append(log_prob)
+            if token in live.stops[row]:
+                result.finish_reason = "stop"
+            elif len(result.token_ids) >= request.spec.max_tokens:
+                result.finish_reason = "length"
+            elif request.abort.is_set():
+                result.finish_reason = "aborted"
+            else:
+                keep.append(row)
+                continue
+            on_finish(request, result)
+        if len(keep) < len(live):
+            live.keep(keep)
+
+    @staticmethod
+    def _can_join(live: _Live) -> bool:
+        # Left-padding a cache is only valid for plain (non-sliding) dynamic layers.
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in getattr(live.cache, "layers", [None]))
+
+    @staticmethod
+    def _merge(live: _Live, joined: _Live) -> _Live:
+        """Append ``joined``'s rows to ``live``: left-pad the shorter cache (masked) to a common length."""
+        if len(joined) == 0:
+            return live
+        if len(live) == 0:
+            return joined
+        length = max(live.attention_mask.shape[1], joined.attention_mask.shape[1])
+
+        def pad(tensor: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+            missing = length - tensor.shape[-dim_from_end]
+            return F.pad(tensor, (0, 0) * (dim_from_end - 1) + (missing, 0)) if missing else tensor
+
+        for mine, theirs in zip(live.cache.layers, joined.cache.layers):
+            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
+            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        live.attention_mask = torch.cat([pad(live.attention_mask, 1), pad(joined.attention_mask, 1)])
+        for name in ("requests", "results", "generators", "stops"):
+            setattr(live, name, getattr(live, name) + getattr(joined, name))
+        for name in ("next_position", "seen", "tokens"):
+            setattr(live, name, torch.cat([getattr(live, name), getattr(joined, name)]))
+        return live
 
     # ------------------------------------------------------------------ weights
     @torch.no_grad()

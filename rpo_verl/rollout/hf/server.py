@@ -2,8 +2,9 @@
 ``CheckpointEngineManager`` talk to, in place of ``vLLMHttpServer`` (token in, token out; no HTTP).
 
 It is a plain class (tests drive it in-process); ``HFReplica`` runs it as an async Ray actor.
-Concurrent ``generate`` calls are queued and run as micro-batches on one engine thread, so the
-actor's event loop stays free for new requests, weight pushes and lifecycle calls.
+Concurrent ``generate`` calls are queued and decoded together on one engine thread (requests that
+arrive while a batch is decoding join it at the next step), so the actor's event loop stays free
+for new requests, weight pushes and lifecycle calls.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -105,8 +107,10 @@ class HFRolloutServer:
 
         # Model weight version (set by weight pushes), reported in TokenOutput.extra_fields like vLLM.
         self.global_steps = None
-        # One engine thread: generation batches and weight loads never overlap.
+        # One engine thread: generation and weight loads never overlap. The engine thread admits
+        # queued requests into its live batch at step boundaries (_take_pending), hence the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-rollout-engine")
+        self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._running: list[_Pending] = []
         # Admission gate closed by abort_all_requests, reopened by resume_generation.
@@ -115,7 +119,7 @@ class HFRolloutServer:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batcher: Optional[asyncio.Task] = None
         self._address = f"{self._node_ip()}/{self.name}"
-        self.stats = {"batches": 0, "requests": 0, "generated_tokens": 0, "max_batch": 0}
+        self.stats = {"engine_runs": 0, "requests": 0, "generated_tokens": 0, "max_batch": 0}
 
     @staticmethod
     def _node_ip() -> str:
@@ -156,7 +160,8 @@ class HFRolloutServer:
         if await self._wait_for_admission():
             return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted", extra_fields=self._extra_fields())
         pending = _Pending(EngineRequest(request_id, prompt_ids, spec), self._loop.create_future())
-        self._pending.append(pending)
+        with self._lock:
+            self._pending.append(pending)
         self._new_request.set()
         result: EngineResult = await pending.future
         return TokenOutput(
@@ -191,8 +196,9 @@ class HFRolloutServer:
             await self._resume.wait()
         return False
 
-    async def _collect_batch(self) -> list[_Pending]:
-        """Wait for requests, then until none arrived for batch_window_ms (bounded by max_wait_ms)."""
+    async def _wait_for_first_batch(self) -> None:
+        """Wait for a request, then until none arrived for batch_window_ms (bounded by max_wait_ms),
+        so that a burst of requests is prefilled together."""
         while not self._pending:
             self._new_request.clear()
             await self._new_request.wait()
@@ -207,36 +213,50 @@ class HFRolloutServer:
                 await asyncio.wait_for(self._new_request.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 break
-        batch = self._pending[: self.options.max_batch_size]
-        del self._pending[: len(batch)]
-        return [p for p in batch if not p.future.done()]
+
+    def _take_pending(self, capacity: int) -> list[EngineRequest]:
+        """Engine thread: admit up to ``capacity`` queued requests into the live batch."""
+        with self._lock:
+            taken = [p for p in self._pending[:capacity] if not p.future.done()]
+            del self._pending[:capacity]
+            self._running.extend(taken)
+        return [p.request for p in taken]
+
+    def _on_finish(self, request: EngineRequest, result: EngineResult) -> None:
+        """Engine thread: hand a finished request back to its caller on the event loop."""
+        self._loop.call_soon_threadsafe(self._finish, request, result)
+
+    def _finish(self, request: EngineRequest, result: EngineResult) -> None:
+        with self._lock:
+            pending = next((p for p in self._running if p.request is request), None)
+            if pending is not None:
+                self._running.remove(pending)
+        self.stats["requests"] += 1
+        self.stats["max_batch"] = self.engine.max_live_rows
+        self.stats["generated_tokens"] += len(result.token_ids)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(result)
+
+    def _run_engine(self) -> None:
+        first = self._take_pending(self.options.max_batch_size)
+        self.stats["engine_runs"] += 1
+        self.engine.run(first, self._take_pending, self._on_finish, max_rows=self.options.max_batch_size)
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect_batch()
-            if not batch:
-                continue
-            self._running = batch
+            await self._wait_for_first_batch()
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self.engine.generate, [p.request for p in batch]
-                )
-            except Exception as exc:  # noqa: BLE001 - hand the failure to every caller of the batch
-                logger.exception("%s: generation batch of %d failed", self.name, len(batch))
-                for p in batch:
+                await loop.run_in_executor(self._executor, self._run_engine)
+            except Exception as exc:  # noqa: BLE001 - hand the failure to every caller in flight
+                logger.exception("%s: generation failed", self.name)
+                with self._lock:
+                    failed, self._running = self._running, []
+                for p in failed:
                     if not p.future.done():
                         p.future.set_exception(exc)
-            else:
-                self.stats["batches"] += 1
-                self.stats["requests"] += len(batch)
-                self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
-                for p, result in zip(batch, results):
-                    self.stats["generated_tokens"] += len(result.token_ids)
-                    if not p.future.done():
-                        p.future.set_result(result)
-            finally:
-                self._running = []
+            # Let the _finish callbacks queued by the engine thread run before the next wait.
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ abort / resume
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
@@ -246,31 +266,32 @@ class HFRolloutServer:
         self._paused = True
         self._rejecting = reject_request
         self._resume.clear()
-        request_ids = []
-        for p in self._pending:
-            request_ids.append(p.request.request_id)
+        with self._lock:
+            queued, self._pending = self._pending, []
+            running = list(self._running)
+        for p in queued:
             if not p.future.done():
                 p.future.set_result(EngineResult(finish_reason="aborted"))
-        self._pending.clear()
-        for p in self._running:
-            request_ids.append(p.request.request_id)
+        for p in running:
             p.request.abort.set()
         await self.wait_for_requests_to_drain()
+        request_ids = [p.request.request_id for p in queued + running]
         logger.info("%s: aborted %d requests", self.name, len(request_ids))
         return {"aborted_count": len(request_ids), "request_ids": request_ids}
 
     async def abort_request(self, request_id: str, reset_prefix_cache: bool = True) -> dict:
-        for p in list(self._pending):
-            if p.request.request_id == request_id:
-                self._pending.remove(p)
-                if not p.future.done():
-                    p.future.set_result(EngineResult(finish_reason="aborted"))
-                return {"aborted": True, "request_id": request_id}
-        for p in self._running:
-            if p.request.request_id == request_id:
-                p.request.abort.set()
-                return {"aborted": True, "request_id": request_id}
-        return {"aborted": False, "request_id": request_id, "error": f"Request {request_id} not found"}
+        with self._lock:
+            queued = next((p for p in self._pending if p.request.request_id == request_id), None)
+            if queued is not None:
+                self._pending.remove(queued)
+            running = next((p for p in self._running if p.request.request_id == request_id), None)
+        if queued is not None and not queued.future.done():
+            queued.future.set_result(EngineResult(finish_reason="aborted"))
+        if running is not None:
+            running.request.abort.set()
+        if queued is None and running is None:
+            return {"aborted": False, "request_id": request_id, "error": f"Request {request_id} not found"}
+        return {"aborted": True, "request_id": request_id}
 
     async def resume_engine_generation(self) -> None:
         """Nothing to restart: the engine runs whenever requests are admitted."""
