@@ -30,7 +30,7 @@ import psutil
 
 from rpo_verl.dps.config import DPSConfig
 from rpo_verl.dps.core import SchedulerCore
-from rpo_verl.dps.hmm import PARTIAL, DenseHMMFilter, observed_states
+from rpo_verl.dps.hmm import DenseHMMFilter, observed_states
 
 GIB = 1024**3
 AUTHORS = {"time_s": 2.4, "memory_gib": 0.9}  # DPS paper's reference implementation at 10^7 prompts
