@@ -29,8 +29,8 @@ DUAL_RULES = ("normalised", "absolute")
 RATIO_LEVELS = ("token", "seq_geo_mean")
 
 
-@dataclass(frozen=True)
-class R2VPOConfig:
+@dataclass
+class R2VPOConfig:  # not frozen: OmegaConf.structured would make the merged node read-only
     """Hyper-parameters of the R²VPO loss and its dual variable (defaults: ALGORITHMS.md §3).
 
     delta: variance budget δ of the constraint ``V̂ = mean_i (r_i − r̄)² ≤ δ``.

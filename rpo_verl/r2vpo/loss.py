@@ -40,6 +40,7 @@ Shapes: every tensor is ``[B*G, L]`` (responses × response length); ``stale_mas
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -53,8 +54,8 @@ from rpo_verl.r2vpo.dual import get_dual
 LOSS_NAME = "r2vpo"
 
 # Layout of the float64 vector that is all-reduced (SUM) once per call.
-_N, _S1, _S2, _CLAMP, _DCLIP, _NS, _S1S, _S2S, _KL = range(9)
-_NUM_SUMS = 9
+_N, _S1, _S2, _DCLIP, _NS, _S1S, _S2S, _KL = range(8)
+_NUM_SUMS = 8
 
 
 @dataclass
@@ -98,20 +99,15 @@ def _distributed(group: Any) -> bool:
     )
 
 
-def _ratio(
-    old_log_prob: torch.Tensor, log_prob: torch.Tensor, mask: torch.Tensor, settings: R2VPOConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """r = exp(clamp(log π_θ − log π_old)) per token or per sequence; returns (r, clamp_hits, neg_kl)."""
+def _log_ratio(old_log_prob: torch.Tensor, log_prob: torch.Tensor, mask: torch.Tensor, settings: R2VPOConfig):
+    """(log r before the guard, log π_θ − log π_old): per token, or the sequence's length-normalised
+    mean broadcast to its tokens (``seq_geo_mean``)."""
     neg_kl = log_prob - old_log_prob
-    bound = settings.log_ratio_clamp
-    if settings.ratio_level == "seq_geo_mean":
-        maskf = mask.to(neg_kl.dtype)
-        seq_len = maskf.sum(dim=-1).clamp(min=1.0)
-        log_ratio = ((neg_kl * maskf).sum(dim=-1) / seq_len).unsqueeze(-1).expand_as(neg_kl)
-    else:
-        log_ratio = neg_kl
-    hits = (log_ratio.detach().abs() > bound) & mask
-    return torch.exp(torch.clamp(log_ratio, min=-bound, max=bound)), hits, neg_kl
+    if settings.ratio_level != "seq_geo_mean":
+        return neg_kl, neg_kl
+    maskf = mask.to(neg_kl.dtype)
+    seq_len = maskf.sum(dim=-1).clamp(min=1.0)
+    return ((neg_kl * maskf).sum(dim=-1) / seq_len).unsqueeze(-1).expand_as(neg_kl), neg_kl
 
 
 def r2vpo_loss(
@@ -141,74 +137,86 @@ def r2vpo_loss(
             policy-gradient term only (as in verl's ``vanilla``), not the variance penalty.
         stale_mask: optional ``[B*G]`` / ``[B*G, L]``, 1 for replayed samples (metrics only).
         group: process group of the all-reduce (``None``: WORLD when distributed).
+
+    Cost: about as many tensor passes as verl's ``vanilla`` (one host sync for the metrics, two
+    small all-reduces when distributed); statistics are accumulated in float64.
     """
     gbi = dict(global_batch_info or {})
     mask = response_mask.bool()
-    ratio, clamp_hits, neg_kl = _ratio(old_log_prob, log_prob, mask, settings)
-    maskf = mask.to(torch.float64)
+    bound = float(settings.log_ratio_clamp)
+    log_ratio, neg_kl = _log_ratio(old_log_prob, log_prob, mask, settings)
+    ratio = torch.exp(torch.clamp(log_ratio, min=-bound, max=bound))
+    f64 = torch.float64
 
     with torch.no_grad():
-        r = ratio.detach().to(torch.float64)
-        dev = torch.where(mask, r - 1.0, torch.zeros_like(r))
-        dual_clip_hits = torch.zeros_like(mask)
+        r = ratio.detach()
+        dev = torch.where(mask, r - 1.0, 0.0)  # r − 1 on valid tokens, 0 on padding
+        n_local = mask.sum(dtype=f64)
+        s1_local = dev.sum(dtype=f64)
+        stats = [n_local, s1_local, (dev * dev).sum(dtype=f64)]
+        dual_clip_hits = None
         if settings.dual_clip is not None:
-            dual_clip_hits = (advantages < 0) & (ratio.detach() > settings.dual_clip) & mask
-        sums = torch.zeros(_NUM_SUMS, dtype=torch.float64, device=r.device)
-        sums[_N] = maskf.sum()
-        sums[_S1] = dev.sum()
-        sums[_S2] = (dev * dev).sum()
-        sums[_CLAMP] = clamp_hits.sum()
-        sums[_DCLIP] = dual_clip_hits.sum()
-        sums[_KL] = torch.where(mask, -neg_kl.detach().to(torch.float64), torch.zeros_like(r)).sum()
+            dual_clip_hits = (advantages < 0) & (r > settings.dual_clip) & mask
+            stats.append(dual_clip_hits.sum(dtype=f64))
+        else:
+            stats.append(torch.zeros((), dtype=f64, device=r.device))
         if stale_mask is not None:
             stale = stale_mask.to(device=r.device).bool()
-            if stale.dim() == 1:
-                stale = stale.unsqueeze(-1).expand_as(mask)
-            stale = stale & mask
-            dev_s = torch.where(stale, dev, torch.zeros_like(dev))
-            sums[_NS] = stale.sum()
-            sums[_S1S] = dev_s.sum()
-            sums[_S2S] = (dev_s * dev_s).sum()
-        # [max r, −min r] over valid tokens (−inf where there are none), reduced with MAX.
-        floor = torch.full((1,), -torch.inf, dtype=torch.float64, device=r.device)
-        extremes = torch.stack(
-            [
-                torch.cat([r[mask], floor]).max(),
-                torch.cat([-r[mask], floor]).max(),
-            ]
-        )
+            stale = (stale.unsqueeze(-1).expand_as(mask) if stale.dim() == 1 else stale) & mask
+            dev_s = torch.where(stale, dev, 0.0)
+            stats += [stale.sum(dtype=f64), dev_s.sum(dtype=f64), (dev_s * dev_s).sum(dtype=f64)]
+        else:
+            stats += [torch.zeros((), dtype=f64, device=r.device)] * 3
+        stats.append(-torch.where(mask, neg_kl.detach(), 0.0).sum(dtype=f64))
+        sums = torch.stack(stats)
+        # Extremes over valid tokens: padding is filled with the local mean, which lies inside
+        # [min, max]; a rank without valid tokens reports −inf (identity of the MAX reduction).
+        fill = (s1_local / n_local.clamp(min=1.0)).to(dev.dtype)
+        dev_min, dev_max = torch.aminmax(torch.where(mask, dev, fill))
+        extremes = torch.where(n_local > 0, torch.stack([dev_max, -dev_min]).to(f64), -torch.inf)
         distributed = _distributed(group)
         if distributed:
             torch.distributed.all_reduce(sums, op=torch.distributed.ReduceOp.SUM, group=group)
             torch.distributed.all_reduce(extremes, op=torch.distributed.ReduceOp.MAX, group=group)
-        n = sums[_N].clamp(min=1.0)
-        mean_dev = sums[_S1] / n
-        r_bar = 1.0 + mean_dev  # global mean ratio over valid tokens (float64, on device)
+        r_bar = 1.0 + sums[_S1] / sums[_N].clamp(min=1.0)  # global mean ratio, a stop-gradient constant
 
     # (1): policy-gradient term (optional dual-clip ceiling for Â < 0) + variance penalty.
-    ratio_pg = ratio
-    if settings.dual_clip is not None:
-        ratio_pg = torch.where(dual_clip_hits, torch.full_like(ratio, settings.dual_clip), ratio)
-    pg_losses = -advantages * ratio_pg
+    ratio_pg = ratio if dual_clip_hits is None else torch.where(dual_clip_hits, settings.dual_clip, ratio)
+    pg_losses = advantages * ratio_pg
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
-    r_bar_t = r_bar.to(ratio.dtype)
-    loss_mat = pg_losses + lam * (ratio - r_bar_t) ** 2
+    if lam > 0.0:
+        diff = ratio - r_bar.to(ratio.dtype)
+        loss_mat = lam * (diff * diff) - pg_losses
+    else:
+        loss_mat = -pg_losses
     loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **gbi)
 
     with torch.no_grad():
-        effective = advantages.to(torch.float64) - 2.0 * lam * (r - r_bar)
-        adv = advantages.to(torch.float64)
-        flipped = (torch.sign(effective) != torch.sign(adv)) & (adv != 0) & mask
-        local_n = maskf.sum().clamp(min=1.0)
-        soft_clip = flipped.sum() / local_n
+        if lam > 0.0:
+            # Effective advantage Â − 2λ(r − r̄) of the opposite sign to Â ⟺ 2λ·Â·(r − r̄) > Â².
+            adv_diff = advantages * diff.detach()
+            flipped = ((2.0 * lam) * adv_diff > advantages * advantages) & mask
+            soft_clip = flipped.sum(dtype=f64) / n_local.clamp(min=1.0)
+        else:
+            soft_clip = torch.zeros((), dtype=f64, device=r.device)
         values = torch.cat([sums, extremes, soft_clip.reshape(1)]).tolist()
+
+    # The log-ratio guard fires only if an extreme sits on exp(±bound): count it only then (rare),
+    # so the common case costs no extra pass. Every rank sees the same global extremes.
+    guard_hits = 0.0
+    r_max, r_min = 1.0 + values[_NUM_SUMS], 1.0 - values[_NUM_SUMS + 1]
+    if r_max >= math.exp(bound) * (1 - 1e-6) or r_min <= math.exp(-bound) * (1 + 1e-6):
+        with torch.no_grad():
+            hits = ((log_ratio.detach().abs() >= bound) & mask).sum(dtype=f64)
+            if distributed:
+                torch.distributed.all_reduce(hits, op=torch.distributed.ReduceOp.SUM, group=group)
+            guard_hits = float(hits)
 
     n_raw, s1, s2 = values[_N], values[_S1], values[_S2]
     ns, s1s, s2s = values[_NS], values[_S1S], values[_S2S]
     group_size = torch.distributed.get_world_size(group) if distributed else 1
     duplicates = max(1.0, group_size / float(gbi.get("dp_size") or group_size))
-    r_max, r_min = values[_NUM_SUMS], -values[_NUM_SUMS + 1]
 
     def _var(count: float, a: float, b: float) -> float:
         if count <= 0:
@@ -224,7 +232,7 @@ def r2vpo_loss(
         "r2vpo/ratio_max": r_max if n_raw > 0 else 1.0,
         "r2vpo/ratio_min": r_min if n_raw > 0 else 1.0,
         "r2vpo/soft_clip_frac": values[_NUM_SUMS + 2],
-        "r2vpo/guard_log_ratio_clamp": values[_CLAMP] / duplicates,
+        "r2vpo/guard_log_ratio_clamp": guard_hits / duplicates,
         "r2vpo/guard_dual_clip": values[_DCLIP] / duplicates,
         "r2vpo/is_ess_frac": (sum_r * sum_r) / (n_raw * sum_r2) if n_raw > 0 and sum_r2 > 0 else 1.0,
         "actor/ppo_kl": values[_KL] / n_raw if n_raw > 0 else 0.0,

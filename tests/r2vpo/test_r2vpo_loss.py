@@ -122,12 +122,12 @@ def test_penalty_value_and_metrics():
     expected_loss = (-(adv.double() * r)[mask]).mean() + lam * v_hat
     assert float(out.loss) == pytest.approx(float(expected_loss), rel=1e-5)
     m = out.metrics
-    assert m["r2vpo/v_hat"] == pytest.approx(float(v_hat), rel=1e-9)
-    assert m["r2vpo/ratio_mean"] == pytest.approx(float(rv.mean()), rel=1e-12)
+    assert m["r2vpo/v_hat"] == pytest.approx(float(v_hat), rel=1e-6)  # float32 (r − 1)², float64 sums
+    assert m["r2vpo/ratio_mean"] == pytest.approx(float(rv.mean()), rel=1e-7)
     assert m["r2vpo/ratio_max"] == pytest.approx(float(rv.max()))
     assert m["r2vpo/ratio_min"] == pytest.approx(float(rv.min()))
     assert m["r2vpo/lambda"] == lam
-    assert m["r2vpo/is_ess_frac"] == pytest.approx(float(rv.sum() ** 2 / (rv.numel() * (rv**2).sum())), rel=1e-9)
+    assert m["r2vpo/is_ess_frac"] == pytest.approx(float(rv.sum() ** 2 / (rv.numel() * (rv**2).sum())), rel=1e-6)
     effective = adv.double() - 2 * lam * (r - rv.mean())
     flipped = ((torch.sign(effective) != torch.sign(adv.double())) & mask).double().sum() / mask.sum()
     assert m["r2vpo/soft_clip_frac"] == pytest.approx(float(flipped))
@@ -152,8 +152,8 @@ def test_fresh_and_stale_variance_split():
         return float(((x - x.mean()) ** 2).mean())
 
     m = out.metrics
-    assert m["r2vpo/v_hat_fresh"] == pytest.approx(var(r[fresh_mask]), rel=1e-8)
-    assert m["r2vpo/v_hat_stale"] == pytest.approx(var(r[stale_mask]), rel=1e-8)
+    assert m["r2vpo/v_hat_fresh"] == pytest.approx(var(r[fresh_mask]), rel=1e-6)
+    assert m["r2vpo/v_hat_stale"] == pytest.approx(var(r[stale_mask]), rel=1e-6)
     assert m["r2vpo/stale_token_share"] == pytest.approx(float(stale_mask.sum() / mask.sum()))
     assert m["r2vpo/v_hat_stale"] > m["r2vpo/v_hat_fresh"]
 

@@ -69,7 +69,7 @@ def test_lambda_steps_once_per_optimizer_step_with_the_minibatch_variance():
     lam = 0.0
     for step in trace:
         # V̂ pooled over the micro-batches = the variance of the whole mini-batch's ratios.
-        assert step["v_hat"] == pytest.approx(step["expected_v_hat"], rel=1e-9)
+        assert step["v_hat"] == pytest.approx(step["expected_v_hat"], rel=1e-6)  # float32 (r − 1)², float64 sums
         assert step["v_hat"] > 5e-3  # the noisy behaviour policy violates the budget ...
         lam = max(0.0, lam + 0.5 * (step["v_hat"] / 5e-3 - 1))
         assert step["lam"] == pytest.approx(lam, rel=1e-12)  # ... so λ rises by the normalised rule
