@@ -8,7 +8,7 @@ thread's CPU time with one torch thread, which other processes on a shared machi
 its metrics and the dual-variable bookkeeping (single process: no all-reduce), with λ held at 1
 so that the variance penalty and the soft-clip metric are always computed.
 
-    python scripts/bench/r2vpo_loss_overhead.py --out-dir bench_out/r2vpo_overhead
+    python scripts/bench/r2vpo_loss_overhead.py --out-dir outputs/bench/r2vpo_loss_overhead
 Writes ``r2vpo_loss_overhead.json`` and ``r2vpo_loss_overhead.png``.
 """
 
@@ -155,7 +155,7 @@ def plot(report: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default="bench_out/r2vpo_overhead")
+    parser.add_argument("--out-dir", default="outputs/bench/r2vpo_loss_overhead")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
