@@ -155,7 +155,19 @@ def check_reward_function(config: DictConfig) -> list[Problem]:
     if not path:
         return []
     key = "reward.custom_reward_function.path"
-    local = os.path.expanduser(str(path))
+    path = str(path)
+    if path.startswith("pkg://"):  # verl's form for a module on the Python path
+        module = path[len("pkg://"):].removesuffix(".py").replace("/", ".")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            return [Problem("reward_function", key, f"{path!r}: no importable module {module!r}. Fix: "
+                            "pkg://<package.module> of an installed package, or a file path.", environment=True)]
+        local = spec.origin
+    else:
+        local = os.path.expanduser(path)
     if not os.path.isfile(local):
         return [Problem("reward_function", key, f"{path!r} does not exist. Fix: give the path of a Python file "
                         f"that defines {name}(data_source, solution_str, ground_truth, extra_info).",
@@ -196,6 +208,15 @@ def check_rollout(config: DictConfig) -> list[Problem]:
         return [Problem("rollout", key, f"{name!r} is not a registered rollout backend; registered: {known}"
                         f"{hint if name == 'hf' else ''}. Fix: {key}=<one of them>"
                         f"{' or ' + CPU_PRESET_HINT if _on_cpu(config) else ''}.")]
+    if name == "hf":
+        from rpo_verl.config.validation import ConfigError
+        from rpo_verl.rollout.hf import check_rollout_config
+
+        try:
+            check_rollout_config(_get(config, "actor_rollout_ref.rollout"))
+        except ConfigError as exc:
+            key_, _, message = str(exc).partition(": ")
+            return [Problem("rollout", key_, message)]
     package = GPU_ROLLOUTS.get(name)
     if package and not _on_cpu(config) and importlib.util.find_spec(package) is None:
         return [Problem("rollout", key, f"{name!r} needs the Python package {package!r}, which is not installed. "

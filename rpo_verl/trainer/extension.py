@@ -54,6 +54,13 @@ class TrainerExtension:
     def on_step_end(self) -> None:
         """End of the step, after the actor update and checkpoint save, before the weight push."""
 
+    def worker_class(self, role: str, cls: type) -> type:
+        """The Ray worker class verl starts for ``role`` (verl's ``Role`` name: ``actor_rollout``,
+        ``actor_rollout_ref``, ``actor``, ``ref``, ``critic``); ``cls`` is verl's (or a previous
+        extension's) choice. Return a subclass to change what runs in the training workers, e.g.
+        a worker that owns extra optimizer state. Called once, before the workers start."""
+        return cls
+
     # -- prompts and rollout -----------------------------------------------------------------
     def fetch_prompts(self, num_prompts: int) -> TensorDict | None:
         """Return ``num_prompts`` training prompts to roll out this step, or None to leave the

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 import transfer_queue as tq
 from omegaconf import DictConfig, open_dict
@@ -67,6 +68,20 @@ class RpoVerlTrainer(PPOTrainerSync):
             if spec.extension and is_enabled(feature_config):
                 extensions.append(load_attr(spec.extension)(self, feature_config, name))
         return extensions
+
+    # ------------------------------------------------------------------ worker classes
+    def _init_resource_pool_mgr(self):
+        super()._init_resource_pool_mgr()
+        from verl.trainer.ppo.utils import Role
+        from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+        for role in list(self.role_worker_mapping):
+            base = TrainingWorker if role == Role.Critic else ActorRolloutRefWorker
+            cls = base
+            for ext in self.extensions:
+                cls = ext.worker_class(str(role), cls)
+            if cls is not base:
+                self.role_worker_mapping[role] = ray.remote(cls)
 
     # ------------------------------------------------------------------ data and step counting
     def _init_dataloader(self):

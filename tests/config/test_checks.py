@@ -78,11 +78,28 @@ def test_reward_function_file_and_name(compose_config, tmp_path):
     assert checks.check_reward_function(cfg) == []
 
 
+def test_reward_function_as_package_module(compose_config):
+    cfg = compose_config("reward.custom_reward_function.path=pkg://rpo_verl.config.checks",
+                         "reward.custom_reward_function.name=run_checks")
+    assert checks.check_reward_function(cfg) == []
+    cfg = compose_config("reward.custom_reward_function.path=pkg://rpo_verl.config.checks")
+    assert _keys(checks.check_reward_function(cfg)) == ["reward.custom_reward_function.name"]
+    cfg = compose_config("reward.custom_reward_function.path=pkg://rpo_verl.no_such_module")
+    (problem,) = checks.check_reward_function(cfg)
+    assert problem.key == "reward.custom_reward_function.path" and "no importable module" in problem.message
+
+
 def test_unregistered_rollout_name(compose_config):
     cfg = compose_config("preset=cpu", "actor_rollout_ref.rollout.name=nope")
     (problem,) = checks.check_rollout(cfg)
     assert problem.key == "actor_rollout_ref.rollout.name" and "not a registered rollout backend" in problem.message
     assert "vllm" in problem.message  # lists what is registered
+
+
+def test_hf_server_options_are_checked(compose_config):
+    cfg = compose_config("preset=cpu", "actor_rollout_ref.rollout.engine_kwargs.hf.max_batch_size=0")
+    (problem,) = checks.check_rollout(cfg)
+    assert problem.key == "actor_rollout_ref.rollout.engine_kwargs.hf.max_batch_size"
 
 
 @pytest.mark.skipif(checks.importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

@@ -76,3 +76,14 @@ def test_config_resolves(compose_config):
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["actor_rollout_ref"]["rollout"]["n_gpus_per_node"] == 1
     assert resolved["actor_rollout_ref"]["ref"]["strategy"] == "fsdp2"
+
+
+def test_cpu_preset_declares_the_hf_server_options_with_their_defaults(compose_config):
+    from rpo_verl.config import build_config, to_dict
+    from rpo_verl.rollout.hf import HFEngineOptions
+
+    cfg = compose_config("preset=cpu", "actor_rollout_ref.rollout.engine_kwargs.hf.dtype=bfloat16")
+    hf = OmegaConf.to_container(cfg.actor_rollout_ref.rollout.engine_kwargs.hf)
+    assert hf.pop("dtype") == "bfloat16"  # overridable without '+'
+    assert hf == {k: v for k, v in to_dict(HFEngineOptions()).items() if k != "dtype"}
+    assert build_config(HFEngineOptions, cfg.actor_rollout_ref.rollout.engine_kwargs.hf, "x").dtype == "bfloat16"
