@@ -311,9 +311,13 @@ def with_r2vpo_context(loss_fn):
     if getattr(loss_fn, "_r2vpo_wrapped", False):
         return loss_fn
 
-    def wrapped(model_output, data, dp_group=None):
-        with loss_context(group=dp_group, stale_mask=_stale_from_batch(data)):
-            return loss_fn(model_output=model_output, data=data, dp_group=dp_group)
+    def wrapped(*args, **kwargs):
+        # verl calls it as loss_fn(model_output=, data=, dp_group=) and, for top-k distillation,
+        # also as a logits processor loss_fn(student_logits=, data=): pass everything through.
+        data = kwargs.get("data", args[1] if len(args) > 1 else None)
+        group = kwargs.get("dp_group", args[2] if len(args) > 2 else None)
+        with loss_context(group=group, stale_mask=_stale_from_batch(data)):
+            return loss_fn(*args, **kwargs)
 
     wrapped._r2vpo_wrapped = True
     wrapped.__wrapped__ = loss_fn

@@ -124,3 +124,23 @@ def test_forward_only_calls_do_not_touch_lambda():
     with torch.no_grad():
         engine.forward_backward_batch(data.clone(), make_loss_fn(config), forward_only=True)
     assert ctl.pending_tokens == 0 and ctl.steps == 0
+
+
+def test_context_wrapper_passes_every_call_form_through():
+    """verl calls the loss closure as a loss and (top-k distillation) as a logits processor."""
+    from rpo_verl.r2vpo.loss import _CONTEXT, with_r2vpo_context
+
+    seen = []
+
+    def closure(*args, **kwargs):
+        seen.append((args, kwargs, _CONTEXT.group, _CONTEXT.stale_mask))
+        return "ok"
+
+    wrapped = with_r2vpo_context(closure)
+    assert with_r2vpo_context(wrapped) is wrapped
+    data = _minibatches()[0]
+    assert wrapped(model_output={}, data=data, dp_group="dp") == "ok"
+    assert wrapped(student_logits=1, data=data) == "ok"
+    assert seen[0][2] == "dp" and seen[0][3].tolist() == data["r2vpo_stale"].bool().tolist()
+    assert seen[1][1] == {"student_logits": 1, "data": data} and seen[1][2] is None
+    assert _CONTEXT.group is None and _CONTEXT.stale_mask is None  # restored after the call
