@@ -42,6 +42,15 @@ class DemoExtension(TrainerExtension):
         self.loaded = state
 
 
+class WorkerSwapExtension(TrainerExtension):
+    """Runs its own subclass of verl's actor worker (as a feature owning optimizer state would)."""
+
+    def worker_class(self, role, cls):
+        if role != "actor_rollout":
+            return cls
+        return type("DemoActorWorker", (cls,), {})
+
+
 class PickingExtension(TrainerExtension):
     """Selects prompts itself: draws 2x candidates from the dataloader and keeps every other one."""
 
@@ -54,11 +63,13 @@ class PickingExtension(TrainerExtension):
 def demo_features(monkeypatch):
     module = types.ModuleType("rpo_verl_demo_ext")
     module.DemoConfig, module.DemoExtension, module.PickingExtension = DemoConfig, DemoExtension, PickingExtension
+    module.WorkerSwapExtension = WorkerSwapExtension
     monkeypatch.setitem(sys.modules, "rpo_verl_demo_ext", module)
     monkeypatch.setattr(features, "FEATURES", {
         "picker": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:PickingExtension"),
         "demo": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:DemoExtension"),
         "off": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:DemoExtension"),
+        "swap": FeatureSpec(config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:WorkerSwapExtension"),
     })
     import rpo_verl.trainer.trainer as trainer_module
 
@@ -118,7 +129,7 @@ def test_resumed_run_that_already_finished_says_so(make_trainer, tmp_path, capsy
 def test_extension_hooks_shape_the_prompt_batch(make_trainer, tmp_path, demo_features):
     trainer = make_trainer("data.train_batch_size=4",
                            rpo_verl={"off": {"enable": False}})
-    assert [type(e).__name__ for e in trainer.extensions] == ["PickingExtension", "DemoExtension"]
+    assert [type(e).__name__ for e in trainer.extensions] == ["PickingExtension", "DemoExtension", "WorkerSwapExtension"]
     trainer.global_steps = 5
     batch = trainer._next_train_batch()
     assert len(batch) == 4  # picked 4 of 8 candidates
@@ -167,3 +178,15 @@ def test_fresh_start_loads_nothing(make_trainer, tmp_path, demo_features):
     trainer.actor_rollout_wg = RecordingWorkerGroup()
     trainer._load_checkpoint()
     assert trainer.global_steps == trainer.resumed_from_step == 0 and trainer.actor_rollout_wg.calls == []
+
+
+def test_extensions_choose_the_worker_class(make_trainer, demo_features):
+    from verl.trainer.ppo.utils import Role
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    trainer = make_trainer("data.train_batch_size=4")
+    trainer._init_resource_pool_mgr()
+    (role,) = trainer.role_worker_mapping  # GRPO without KL: one hybrid actor/rollout worker
+    assert role == Role.ActorRollout
+    cls = trainer.role_worker_mapping[role].__ray_metadata__.modified_class
+    assert cls.__name__ == "DemoActorWorker" and issubclass(cls, ActorRolloutRefWorker)
