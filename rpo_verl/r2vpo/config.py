@@ -23,6 +23,7 @@ from typing import Any, Optional
 from verl.workers.config import PolicyLossConfig
 
 from rpo_verl.config import ConfigError, build_config
+from rpo_verl.r2vpo.replay import ReplayConfig
 
 CONFIG_KEY = "actor_rollout_ref.actor.policy_loss.r2vpo"
 DUAL_RULES = ("normalised", "absolute")
@@ -143,3 +144,19 @@ YAML_DEFAULTS = {
         "dual_clip": None,
     },
 }
+
+
+@dataclass
+class R2VPOTrainerConfig:
+    """Controller-side R²VPO settings, section ``rpo_verl.r2vpo`` (the loss and λ are configured
+    under ``actor_rollout_ref.actor.policy_loss.r2vpo`` because the training workers read them).
+
+    replay: the off-policy replay of stale rollout batches (``rpo_verl.r2vpo.replay.*``, off by default).
+    """
+
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+
+
+def build_trainer_config(mapping: Any, prefix: str = "rpo_verl.r2vpo") -> R2VPOTrainerConfig:
+    """Strictly build :class:`R2VPOTrainerConfig`; errors name the dotted key."""
+    return build_config(R2VPOTrainerConfig, mapping, prefix)

@@ -121,3 +121,16 @@ def test_structured_schema_is_omegaconf_compatible():
     merged = OmegaConf.merge(OmegaConf.structured(R2VPOPolicyLossConfig), {"loss_mode": "r2vpo", "r2vpo": {"eta": 0.3}})
     obj = OmegaConf.to_object(merged)
     assert isinstance(obj.r2vpo, R2VPOConfig) and obj.r2vpo.eta == 0.3
+
+
+def test_trainer_side_section_with_replay():
+    from rpo_verl.r2vpo.config import R2VPOTrainerConfig, build_trainer_config
+    from rpo_verl.r2vpo.replay import ReplayConfig
+
+    assert build_trainer_config(None) == R2VPOTrainerConfig() and not build_trainer_config(None).replay.enable
+    cfg = build_trainer_config({"replay": {"enable": True, "fraction": 0.25, "max_batches": 3}})
+    assert cfg.replay == ReplayConfig(enable=True, fraction=0.25, max_batches=3)
+    with pytest.raises(ConfigError, match=r"^rpo_verl\.r2vpo\.replay\.fraction"):
+        build_trainer_config({"replay": {"fraction": -1.0}})
+    with pytest.raises(ConfigError, match=r"^rpo_verl\.r2vpo\.replay\.enable"):
+        build_trainer_config({"replay": {"enable": "yes"}})
