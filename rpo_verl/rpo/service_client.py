@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from rpo_verl.rpo.batches import PrefixBatch, UpdateBatch
+from rpo_verl.rpo.cache_file import CacheFileError
 from rpo_verl.rpo.cache_service import SERVICE_NAME, CacheServiceActor, as_rpo_config, derive_metrics
 
 
@@ -130,7 +131,14 @@ def start_cache_service(
             )
         )
     client = CacheServiceClient(handles)
-    client.ping()  # surface constructor errors (bad cache file, ...) here, not at first use
+    try:
+        client.ping()  # surface constructor errors (bad cache file, ...) here, not at first use
+    except Exception as exc:  # Ray wraps them in ActorDiedError: re-raise a bad file as itself
+        marker = "CacheFileError: "
+        text = str(exc)
+        if marker in text:
+            raise CacheFileError(text[text.rindex(marker) + len(marker) :].strip().splitlines()[0]) from exc
+        raise
     return client
 
 

@@ -109,3 +109,14 @@ def test_resume_in_new_actor_is_equivalent(ray_cluster, tmp_path):
         _step(fresh, step)
     _states_equal(straight.state_dict(), fresh.state_dict())
     ray.kill(fresh.shards[0], no_restart=True)
+
+
+@pytest.mark.timeout(120)
+def test_bad_cache_file_fails_at_start_with_its_message(ray_cluster, tmp_path):
+    from rpo_verl.rpo.cache_file import CacheFileError
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a cache")
+    cfg = RPOConfig(enable=True, cache=RPOCacheConfig(init="offline", path=str(bad)))
+    with pytest.raises(CacheFileError, match="corrupt or truncated"):
+        start_cache_service(cfg, id_range=(0, N_PROMPTS), response_length=RESP, name="bad_file_test")
