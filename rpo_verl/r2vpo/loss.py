@@ -33,6 +33,11 @@ optional loose dual-clip ceiling C on negative-advantage tokens (policy-gradient
 min(r, C), counted). ``ratio_level=seq_geo_mean`` uses the GSPO-style sequence ratio
 ``s_b = exp(mean_t log r_{b,t})`` for every token of response b (differentiable through the mean).
 
+Metrics (``r2vpo/…``, per micro-batch; verl averages them over micro-batches and ranks): λ, V̂
+(and ``v_hat_fresh``/``v_hat_stale`` with a stale mask), ratio mean/max/min, guard counts,
+``is_ess_frac`` = (Σr)²/(n·Σr²), all global; ``soft_clip_frac`` (share of tokens whose effective
+advantage has the opposite sign to Â) is this rank's share. verl's trainer prefixes them ``actor/``.
+
 Shapes: every tensor is ``[B*G, L]`` (responses × response length); ``stale_mask`` is ``[B*G]`` or
 ``[B*G, L]`` (1 = replayed/stale sample) and only splits the V̂ metric.
 """

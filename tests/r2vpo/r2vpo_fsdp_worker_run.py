@@ -4,7 +4,8 @@ Usage: ``VERL_PLATFORM=cpu python r2vpo_fsdp_worker_run.py MODEL_DIR OUT_DIR``. 
 builds the actor exactly as ``ActorRolloutRefWorker.init_model`` does (Hydra config ->
 ``omega_conf_to_dataclass`` -> ``TrainingWorkerConfig`` -> ``actor_worker_cls``), feeds
 ``train_mini_batch`` the no-padding TensorDict verl's trainer sends, saves the actor checkpoint,
-trains on, then builds a second worker, loads the checkpoint and trains the same batches.
+trains on, then builds a second worker, loads the checkpoint and trains the same batches; last,
+verl's stock TrainingWorker (no hooks) trains the first batches again (λ stepped from the loss).
 Writes ``OUT_DIR/result.json``.
 """
 
@@ -43,8 +44,9 @@ def _config(model_path: str):
         return compose("rpo_trainer", overrides=overrides)
 
 
-def _build_actor(cfg):
-    """The actor half of ActorRolloutRefWorker.init_model, with R2VPOActorRolloutRefWorker's class."""
+def _build_actor(cfg, hooked: bool = True):
+    """The actor half of ActorRolloutRefWorker.init_model, with R2VPOActorRolloutRefWorker's class
+    (``hooked``) or verl's stock ``TrainingWorker`` (λ then steps from the loss: auto mode)."""
     from functools import partial
 
     from verl.utils.config import omega_conf_to_dataclass
@@ -66,7 +68,10 @@ def _build_actor(cfg):
     training_config.engine_config.use_dynamic_bsz = False
     training_config.engine_config.micro_batch_size_per_gpu = cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu
     training_config.engine_config.infer_micro_batch_size_per_gpu = 2
-    worker = R2VPOActorRolloutRefWorker.actor_worker_cls(config=training_config)
+    from verl.workers.engine_workers import TrainingWorker
+
+    worker_cls = R2VPOActorRolloutRefWorker.actor_worker_cls if hooked else TrainingWorker
+    worker = worker_cls(config=training_config)
     worker.reset()
     worker.set_loss_fn(partial(ppo_loss, config=actor_config))
     return worker
@@ -164,6 +169,13 @@ def main(model_path: str, out_dir: str) -> None:
         report["lambda_restored"] = resumed.value
         report["lambda_resumed"] = [train(worker2, step) for step in (2, 3)]
         report["metrics"] = metrics
+
+        # verl's stock worker: the loss steps λ itself once the mini-batch's tokens are all seen.
+        auto = dual_mod.reset_dual()
+        worker3 = _build_actor(cfg, hooked=False)
+        report["auto_hooked"] = auto.hooked
+        report["lambda_auto"] = [train(worker3, step) for step in (0, 1)]
+        report["steps_auto"] = auto.steps
     except Exception:  # noqa: BLE001 - the test fails with the traceback
         report["error"] = traceback.format_exc()
     with open(os.path.join(out_dir, "result.json"), "w") as f:

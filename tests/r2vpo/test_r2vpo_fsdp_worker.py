@@ -52,3 +52,11 @@ def test_lambda_saved_with_actor_checkpoint_and_resumed_exactly(result):
     assert result["lambda_resumed"] == result["lambda_full"][2:]  # bit-exact continuation
     # The model/optimizer came back too: the resumed run saw the same ratios.
     assert result["metrics"][4] == result["metrics"][2] and result["metrics"][5] == result["metrics"][3]
+
+
+@pytest.mark.timeout(700)
+def test_stock_verl_worker_steps_lambda_from_the_loss(result):
+    """Without the hooks the loss detects the mini-batch end from verl's batch_num_tokens."""
+    assert not result["auto_hooked"]
+    assert result["steps_auto"] == 2
+    assert result["lambda_auto"] == result["lambda_full"][:2]
