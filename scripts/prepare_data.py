@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write verl-format parquet files (logic in rpo_verl/data/); prints the paths written.
 
-  python scripts/prepare_data.py arith [--n-train 4096 --n-val 256 --seed 0 --steps 1 --max-operand 9]
+  python scripts/prepare_data.py arith [--n-train 2048 --n-val 256 --seed 0 --steps 1 --max-operand 9]
       -> ~/.cache/rpo_verl/data/arith/{train,val}.parquet
   python scripts/prepare_data.py gsm8k --input ~/datasets/gsm8k --split train [--split test]
       -> ~/.cache/rpo_verl/data/gsm8k/train.parquet   (also: math, dapo, math500, aime24, amc23)
@@ -18,19 +18,21 @@ from pathlib import Path
 
 from rpo_verl.data import DATASETS, ArithConfig, BadRowsError, check_files, convert_dataset, default_data_dir
 from rpo_verl.data import prepare_arith, write_parquet
+from rpo_verl.data.arith import PLAIN_INSTRUCTION
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("arith", help="synthetic arithmetic word problems (data_source rpo_verl/arith)")
-    a.add_argument("--n-train", type=int, default=4096)
+    a.add_argument("--n-train", type=int, default=2048)
     a.add_argument("--n-val", type=int, default=256)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--steps", type=int, default=ArithConfig.steps, help="operations per problem")
     a.add_argument("--min-operand", type=int, default=ArithConfig.min_operand)
     a.add_argument("--max-operand", type=int, default=ArithConfig.max_operand)
     a.add_argument("--ops", default=",".join(ArithConfig.ops), help="comma list of add,sub,mul")
+    a.add_argument("--plain", action="store_true", help="harder prompt: do not show the expression to complete")
     a.add_argument("--out", type=Path, default=None)
     for name, spec in DATASETS.items():
         c = sub.add_parser(name, help=f"convert a local copy of {spec.data_source}")
@@ -45,8 +47,9 @@ def main() -> int:
 
     try:
         if args.command == "arith":
+            extra = {"instruction": PLAIN_INSTRUCTION} if args.plain else {}
             cfg = ArithConfig(steps=args.steps, min_operand=args.min_operand, max_operand=args.max_operand,
-                              ops=tuple(args.ops.split(",")))
+                              ops=tuple(args.ops.split(",")), **extra)
             for path in prepare_arith(args.out, args.n_train, args.n_val, args.seed, cfg).values():
                 print(path)
         elif args.command == "check":

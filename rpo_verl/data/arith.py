@@ -1,10 +1,12 @@
 """Synthetic arithmetic word problems (data_source ``rpo_verl/arith``), deterministic from a seed.
 
-A problem is a start amount followed by ``steps`` changes (gains, losses or multiplications); the
-prompt asks for one short sentence of working and then ``Answer: <number>``, so every response
-carries a little reasoning text (RPO caches reasoning prefixes) and still fits in ~48 new tokens.
-The default difficulty (one step, operands 1-9) was calibrated on SmolLM2-135M-Instruct with
-``scripts/bench/calibrate_task.py``; see BENCHMARKS.md.
+A problem is a start amount followed by ``steps`` changes (gains, losses or multiplications). The
+default instruction hands the model the expression to complete ("Sam has 8 - 6 = ... coins.") and
+then asks for ``Answer: <number>``: every response carries a little working (RPO caches reasoning
+prefixes) and fits in ~48 new tokens, and SmolLM2-135M-Instruct solves a useful share of them at
+temperature 1 (free-form working or a bare number scored ~6%: see BENCHMARKS.md, measured with
+``scripts/bench/calibrate_task.py``). ``instruction`` is a template with the fields {name}, {item},
+{expr}; ``PLAIN_INSTRUCTION`` (no expression given) is the harder variant.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 
 DATA_SOURCE = "rpo_verl/arith"
 ABILITY = "math"
-INSTRUCTION = "Write the calculation in one short sentence, then finish with 'Answer: <number>'."
+HINT_INSTRUCTION = "Complete the sentence: '{name} has {expr} = ... {item}.' Then write 'Answer: ' and the number."
+PLAIN_INSTRUCTION = "Write the calculation in one short sentence, then finish with 'Answer: <number>'."
 
 NAMES = ["Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Ben", "Lily", "Max", "Emma", "Noah", "Ella"]
 ITEMS = ["apples", "pens", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "toys"]
@@ -28,7 +31,7 @@ class ArithConfig:
     min_operand: int = 1
     max_operand: int = 9
     ops: tuple[str, ...] = ("add", "sub")  # any of add, sub, mul
-    instruction: str = INSTRUCTION
+    instruction: str = HINT_INSTRUCTION  # a template: {name}, {item}, {expr}
     names: tuple[str, ...] = field(default=tuple(NAMES), repr=False)
 
     def __post_init__(self):
@@ -39,14 +42,18 @@ class ArithConfig:
         unknown = set(self.ops) - {"add", "sub", "mul"}
         if not self.ops or unknown:
             raise ValueError(f"ops: choose from add, sub, mul (got {sorted(unknown) or 'none'})")
+        try:
+            self.instruction.format(name="", item="", expr="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"instruction: only the fields {{name}}, {{item}}, {{expr}} are allowed ({exc})") from exc
 
 
 def make_problem(rng: random.Random, cfg: ArithConfig) -> dict:
-    """One problem: ``{"question", "answer" (int), "steps": [(op, operand), ...]}``."""
+    """One problem: ``{"question", "answer" (int), "expr", "name", "item", "steps": [(op, operand), ...]}``."""
     name, item = rng.choice(cfg.names), rng.choice(ITEMS)
     value = rng.randint(max(cfg.min_operand, 1), cfg.max_operand)
     sentences = [f"{name} has {value} {item}."]
-    steps = []
+    steps, expr = [], str(value)
     for _ in range(cfg.steps):
         op = rng.choice(cfg.ops)
         if op == "sub" and value < max(cfg.min_operand, 1):
@@ -54,18 +61,22 @@ def make_problem(rng: random.Random, cfg: ArithConfig) -> dict:
         if op == "add":
             b = rng.randint(cfg.min_operand, cfg.max_operand)
             value += b
+            expr = f"{expr} + {b}"
             sentences.append(rng.choice([f"{name} gets {b} more.", f"A friend gives {name} {b} more {item}."]))
         elif op == "sub":
             b = rng.randint(max(cfg.min_operand, 1), min(cfg.max_operand, value))
             value -= b
+            expr = f"{expr} - {b}"
             sentences.append(rng.choice([f"{name} gives away {b}.", f"{name} loses {b} of them."]))
         else:
             b = rng.randint(max(cfg.min_operand, 2), max(cfg.max_operand, 2))
             value *= b
+            expr = f"({expr}) * {b}" if " " in expr else f"{expr} * {b}"
             sentences.append(f"Then the number of {item} becomes {b} times as many.")
         steps.append((op, b))
     sentences.append(f"How many {item} does {name} have now?")
-    return {"question": " ".join(sentences), "answer": value, "steps": steps}
+    question = " ".join(sentences)
+    return {"question": question, "answer": value, "expr": expr, "name": name, "item": item, "steps": steps}
 
 
 def make_rows(
@@ -86,16 +97,18 @@ def make_rows(
         problem = make_problem(rng, cfg)
         if problem["question"] in exclude:
             continue
+        instruction = cfg.instruction.format(name=problem["name"], item=problem["item"], expr=problem["expr"])
         rows.append(
             {
                 "data_source": DATA_SOURCE,
-                "prompt": [{"role": "user", "content": f"{problem['question']} {cfg.instruction}"}],
+                "prompt": [{"role": "user", "content": f"{problem['question']} {instruction}"}],
                 "ability": ABILITY,
                 "reward_model": {"style": "rule", "ground_truth": str(problem["answer"])},
                 "extra_info": {
                     "split": split,
                     "index": index_offset + len(rows),
                     "question": problem["question"],
+                    "expr": problem["expr"],
                     "steps": cfg.steps,
                     "max_operand": cfg.max_operand,
                 },

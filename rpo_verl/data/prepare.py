@@ -106,7 +106,7 @@ def check_files(paths: list[Path], skip_bad: bool = False):
 
 
 def prepare_arith(
-    out_dir: Path | None = None, n_train: int = 4096, n_val: int = 256, seed: int = 0,
+    out_dir: Path | None = None, n_train: int = 2048, n_val: int = 256, seed: int = 0,
     cfg: arith.ArithConfig | None = None,
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` of the synthetic task; returns their paths."""
@@ -114,4 +114,5 @@ def prepare_arith(
     train, val = arith.make_splits(n_train, n_val, seed, cfg)
     for split, rows in (("train", train), ("val", val)):
         validate_rows((Location(split, i), r) for i, r in enumerate(rows))
-    return {"train": write_parquet(train, out_dir / "train.parquet"), "val": write_parquet(val, out_dir / "val.parquet")}
+    splits = {"train": train, "val": val}
+    return {split: write_parquet(rows, out_dir / f"{split}.parquet") for split, rows in splits.items()}

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from rpo_verl.data import ArithConfig, make_rows, make_splits, prepare_arith
+from rpo_verl.data.arith import PLAIN_INSTRUCTION
 from rpo_verl.data.validate import row_problem
 from rpo_verl.reward import compute_score
 
@@ -40,7 +41,9 @@ def test_rows_are_deterministic_valid_and_correct():
         assert row_problem(row) is None
         assert row["data_source"] == "rpo_verl/arith"
         assert int(row["reward_model"]["ground_truth"]) == _replay(row) >= 0
-        assert row["prompt"][0]["content"].endswith("'Answer: <number>'.")
+        content, expr = row["prompt"][0]["content"], row["extra_info"]["expr"]
+        assert content.startswith(row["extra_info"]["question"]) and f"has {expr} = ..." in content
+        assert "'Answer: '" in content and eval(expr) == int(row["reward_model"]["ground_truth"])
     assert [r["extra_info"]["index"] for r in a] == list(range(200))
 
 
@@ -51,6 +54,7 @@ def test_difficulty_knobs(steps, max_operand, ops):
         assert int(row["reward_model"]["ground_truth"]) == _replay(row) >= 0
         assert row["extra_info"]["steps"] == steps
         assert len(row["extra_info"]["question"].split(". ")) == steps + 2
+        assert eval(row["extra_info"]["expr"]) == int(row["reward_model"]["ground_truth"])  # digits, + - * ( )
     if max_operand == 99:
         assert max(int(n) for r in rows for n in re.findall(r"\d+", r["extra_info"]["question"])) > 9
 
@@ -60,6 +64,13 @@ def test_bad_knobs_name_the_field():
         ArithConfig(steps=0)
     with pytest.raises(ValueError, match="ops"):
         ArithConfig(ops=("div",))
+    with pytest.raises(ValueError, match="instruction"):
+        ArithConfig(instruction="Say {answer}")
+
+
+def test_plain_instruction_gives_no_expression():
+    row = make_rows(1, seed=0, split="train", cfg=ArithConfig(instruction=PLAIN_INSTRUCTION))[0]
+    assert row["prompt"][0]["content"] == f"{row['extra_info']['question']} {PLAIN_INSTRUCTION}"
 
 
 def test_splits_are_disjoint_with_unique_indices():

@@ -81,8 +81,11 @@ def test_number_helpers():
     assert extract_gsm8k_answer("no numbers here") is None
 
 
+GARBAGE = ["", "   ", "\x00\xff garbage }}}{{ \\boxed{", "9" * 1_000_000, "x" * 1_000_000, None, 12]
+
+
 @pytest.mark.parametrize("source", ["rpo_verl/arith", "openai/gsm8k", MATH, "math_dapo"])
-@pytest.mark.parametrize("text", ["", "   ", "\x00\xff garbage }}}{{ \\boxed{", "9" * 1_000_000, "x" * 1_000_000, None, 12])
+@pytest.mark.parametrize("text", GARBAGE, ids=["empty", "blank", "garbage", "digits_1MB", "x_1MB", "none", "int"])
 def test_garbage_empty_huge_score_zero_without_raising(source, text):
     started = time.perf_counter()
     result = compute_score(source, text, "1")
@@ -130,7 +133,8 @@ def test_math_from_threads_and_event_loop_executor():
 
 def test_a_hung_worker_is_killed_at_the_deadline_and_replaced():
     """A worker that never answers costs ``deadline_s`` and a 0; the next call gets a fresh worker."""
-    silent = (sys.executable, "-c", "import sys, time; print('ready', flush=True); sys.stdin.readline(); time.sleep(600)")
+    script = "import sys, time; print('ready', flush=True); sys.stdin.readline(); time.sleep(600)"
+    silent = (sys.executable, "-c", script)
     pool = math_check._Pool(1, cmd=silent)
     out = {}
 
@@ -150,3 +154,16 @@ def test_a_hung_worker_is_killed_at_the_deadline_and_replaced():
     assert out["hung"] == (False, "") and out["seconds"] < 30
     assert out["stuck_idle"] == [None]  # the silent worker was not put back
     assert out["next"] == (True, "1")
+
+
+def test_loads_through_verls_custom_reward_function_config():
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    config = OmegaConf.create(
+        {"reward": {"custom_reward_function": {"path": "pkg://rpo_verl.reward.score", "name": "compute_score",
+                                               "reward_kwargs": {}}}}
+    )
+    fn = get_custom_reward_fn(config)
+    result = fn(data_source="rpo_verl/arith", solution_str="2 + 3 = 5. Answer: 5", ground_truth="5", extra_info={})
+    assert result == {"score": 1.0, "acc": 1.0, "pred": "5"}
