@@ -3,6 +3,7 @@ registry launches the server actor; verl's LLMServerClient and load balancer rea
 found in verl's adapter registry pushes new weights; the replica lifecycle calls all land."""
 
 import asyncio
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -34,6 +35,8 @@ async def _scenario(model_path: str) -> None:
         replica_rank=0, config=rollout_config, model_config=OmegaConf.create({"path": model_path}), gpus_per_node=1
     )
     await replica.init_hybrid(SimpleNamespace(workers=[_StandInWorker.remote()]))
+    env = await replica.server_handle.__ray_call__.remote(lambda self: os.environ.get("OMP_WAIT_POLICY"))
+    assert env == "PASSIVE"
 
     balancer = get_router_handle(servers={replica.server_address: replica.server_handle})
     client = LLMServerClient(

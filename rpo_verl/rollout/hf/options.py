@@ -28,7 +28,8 @@ class HFEngineOptions:
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-    # torch threads of the server process; 0 = every core (Ray would otherwise leave it at 1).
+    # torch threads of the server process; 0 = every usable core (generation and training take
+    # turns in the sync trainer; Ray would otherwise set the thread count from logical CPUs).
     num_threads: int = 0
     # Micro-batching: a batch starts once no new request arrived for batch_window_ms, or
     # max_wait_ms after its first request, or when max_batch_size requests are waiting.

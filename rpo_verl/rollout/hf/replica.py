@@ -14,6 +14,10 @@ from rpo_verl.rollout.hf.options import check_rollout_config
 from rpo_verl.rollout.hf.server import HFRolloutServer
 
 SERVER_NAME_PREFIX = "hf_"
+# OpenMP threads that sleep instead of spinning: with spinning (the default) torch with 2 threads
+# ran 5x slower than with 1 on a shared 2-core machine, and an idle server's spinning threads would
+# take CPU from the trainer between rollouts. Must be set before the process starts.
+SERVER_ENV_VARS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def server_actor_name(replica_rank: int, kind: str = "", name_suffix: str = "") -> str:
@@ -39,6 +43,7 @@ class HFReplica(RolloutReplica):
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
             name=name,
             max_concurrency=self.max_concurrency,
+            runtime_env={"env_vars": SERVER_ENV_VARS},
         ).remote(
             config=self.config,
             model_config=self.model_config,

@@ -39,6 +39,13 @@ def _eos_token_ids(model_config) -> list[int]:
     return sorted({int(i) for i in ids})
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class _Pending:
     request: EngineRequest
@@ -63,7 +70,7 @@ class HFRolloutServer:
         self.rollout_mode = rollout_mode
         self.replica_rank = replica_rank
         self.name = name or f"hf_server_{replica_rank}"
-        torch.set_num_threads(self.options.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(self.options.num_threads or _usable_cores())
 
         max_positions = get_max_position_embeddings(self.model_config.hf_config)
         max_model_len = self.config.max_model_len or max_positions
