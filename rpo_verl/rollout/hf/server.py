@@ -152,7 +152,14 @@ class HFRolloutServer:
         priority: int = 0,
         **kwargs: Any,
     ):
-        """Token-in-token-out generation, the signature ``LLMServerClient.generate`` calls."""
+        """Token-in-token-out generation, the signature ``LLMServerClient.generate`` calls.
+
+        ``stop_reason`` is "stop" (EOS or a ``stop_token_ids`` token, which is included in
+        ``token_ids``), "length" (``max_tokens`` reached) or "aborted" (partial output). verl's vLLM
+        server reports "completed" for both of the first two; verl itself only tests for "aborted".
+        ``log_probs`` are returned when ``sampling_params["logprobs"]`` is true (verl sends
+        ``rollout.calculate_log_probs``).
+        """
         from verl.utils.tokenizer import normalize_token_ids
         from verl.workers.rollout.replica import TokenOutput
 
