@@ -84,6 +84,7 @@ def export_env(config: DictConfig, env: dict[str, str]) -> None:
         runtime_env = config.ray_kwargs.ray_init.get("runtime_env") or {}
         merged = dict(runtime_env.get("env_vars") or {})
         merged.update(env)
+        merged = {str(k): str(v) for k, v in merged.items()}  # Ray accepts strings only
         config.ray_kwargs.ray_init.runtime_env = {**runtime_env, "env_vars": merged}
 
 
