@@ -1,8 +1,8 @@
 """Synthetic arithmetic word problems (data_source ``rpo_verl/arith``), deterministic from a seed.
 
 A problem is a start amount followed by ``steps`` changes (gains, losses or multiplications). The
-default instruction hands the model the expression to complete ("Sam has 8 - 6 = ... coins.") and
-then asks for ``Answer: <number>``: every response carries a little working (RPO caches reasoning
+default instruction hands the model the expression to complete ("Sam has 8 - 6 = N coins. Answer: N")
+and asks for that one line: every response carries a little working (RPO caches reasoning
 prefixes) and fits in ~48 new tokens, and SmolLM2-135M-Instruct solves a useful share of them at
 temperature 1 (free-form working or a bare number scored ~6%: see BENCHMARKS.md, measured with
 ``scripts/bench/calibrate_task.py``). ``instruction`` is a template with the fields {name}, {item},
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 DATA_SOURCE = "rpo_verl/arith"
 ABILITY = "math"
-HINT_INSTRUCTION = "Complete the sentence: '{name} has {expr} = ... {item}.' Then write 'Answer: ' and the number."
+HINT_INSTRUCTION = "Reply with one line in this form: '{name} has {expr} = N {item}. Answer: N', where N is the number."
 PLAIN_INSTRUCTION = "Write the calculation in one short sentence, then finish with 'Answer: <number>'."
 
 NAMES = ["Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Ben", "Lily", "Max", "Emma", "Noah", "Ella"]

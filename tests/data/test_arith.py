@@ -42,8 +42,8 @@ def test_rows_are_deterministic_valid_and_correct():
         assert row["data_source"] == "rpo_verl/arith"
         assert int(row["reward_model"]["ground_truth"]) == _replay(row) >= 0
         content, expr = row["prompt"][0]["content"], row["extra_info"]["expr"]
-        assert content.startswith(row["extra_info"]["question"]) and f"has {expr} = ..." in content
-        assert "'Answer: '" in content and eval(expr) == int(row["reward_model"]["ground_truth"])
+        assert content.startswith(row["extra_info"]["question"]) and f"has {expr} = N " in content
+        assert "Answer: N'" in content and eval(expr) == int(row["reward_model"]["ground_truth"])
     assert [r["extra_info"]["index"] for r in a] == list(range(200))
 
 
