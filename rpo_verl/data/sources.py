@@ -74,10 +74,10 @@ def _read_saved(folder: Path, split: str | None) -> Iterator[tuple[Location, dic
 def _split_files(folder: Path, split: str | None) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.suffix in FILE_SUFFIXES and p.is_file())
     files = [p for p in files if not p.name.startswith(".") and p.name != "dataset_info.json"]
-    if split is not None:
+    if files and split is not None:
         matching = [p for p in files if p.name.startswith(split) or p.parent.name == split]
         if not matching:
-            names = ", ".join(str(p.relative_to(folder)) for p in files) or "none"
+            names = ", ".join(str(p.relative_to(folder)) for p in files)
             raise ValueError(f"{folder}: no data file for split {split!r} (files: {names})")
         files = matching
     return files

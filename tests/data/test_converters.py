@@ -130,3 +130,11 @@ def test_skip_bad_skips_and_counts(tmp_path):
     ok = subprocess.run(cmd + ["--skip-bad"], capture_output=True, text=True, check=True)
     assert "4 malformed skipped" in ok.stderr and ok.stdout.strip() == str(tmp_path / "train.parquet")
     assert len(pd.read_parquet(tmp_path / "train.parquet")) == 1
+
+
+def test_other_layouts_fall_back_to_datasets_load_dataset(tmp_path):
+    folder = tmp_path / "amc_csv"
+    folder.mkdir()
+    pd.DataFrame(_records("amc23_test.jsonl")).to_csv(folder / "test.csv", index=False)
+    rows = convert_dataset("amc23", folder, split="test").rows
+    assert [r["reward_model"]["ground_truth"] for r in rows] == ["25", "2.5"]
