@@ -125,10 +125,10 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     started = time.time()
     groups = sample(model, tokenizer, [r["prompt"] for r in rows], args.k, args.max_new_tokens, args.batch, args.seed)
     result = summarize(rows, groups, args.k)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result.update(
         seconds=round(time.time() - started, 1), args=vars(args), task=repr(cfg), model=model_path,
         commit=commit, machine=f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch threads "
