@@ -35,6 +35,8 @@ class FeatureSpec:
 FEATURES: dict[str, FeatureSpec] = {
     # One line per feature, e.g.
     # "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
+    "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
+    "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig", extension="rpo_verl.dps.trainer_ext:DPSExtension"),
 }
 
 

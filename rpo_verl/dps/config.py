@@ -25,6 +25,9 @@ class DPSConfig:
     # Candidates = pool_ratio × batch from the shuffled stream; null = the whole dataset.
     pool_ratio: Optional[float] = None
     seed: int = 0
+    # Trainer: a group's success rate is the mean of reward_extra_info[accuracy_key] (the reward
+    # function's raw accuracy; verl sets "acc" = score for functions returning a number).
+    accuracy_key: str = "acc"
     # A prompt whose α and μ are this close to the prior fixed point is stored implicitly (hmm.py).
     settle_tol: float = 1e-9
     # Ray actor fault tolerance: restarts, each resuming from snapshot_path when it exists.
@@ -46,6 +49,8 @@ class DPSConfig:
             raise ValueError(f"max_restarts: must be >= -1 (-1 = unlimited), got {self.max_restarts}")
         if self.snapshot_every < 1:
             raise ValueError(f"snapshot_every: must be >= 1, got {self.snapshot_every}")
+        if not self.accuracy_key:
+            raise ValueError("accuracy_key: must not be empty (the reward_extra_info entry holding the accuracy)")
         if not self.actor_name:
             raise ValueError("actor_name: must not be empty")
 

@@ -77,12 +77,23 @@ class DPSScheduler:
 
     def load_state_dict(self, state: dict) -> None:
         self.core.load_state_dict(state)
+        self._resnapshot()
 
     def save(self, path: str) -> None:
         save_state(path, self.core.state_dict())
 
     def load(self, path: str) -> None:
         self.core.load_state_dict(load_state(path))
+        self._resnapshot()
+
+    def _resnapshot(self) -> None:
+        """After an explicit load (resume from a checkpoint) the snapshot must describe the loaded
+        state, or a restart before the next update would bring back the older/newer snapshot."""
+        path = self.config.snapshot_path
+        if path:
+            save_state(path, self.core.state_dict())
+            if os.path.exists(self._cursor_path):
+                os.remove(self._cursor_path)
 
     def info(self) -> dict:
         return {"num_prompts": self.core.num_prompts, "num_updates": self.core.num_updates,
