@@ -78,8 +78,11 @@ class TrainerExtension:
         """Responses, rewards (``rm_scores``) and old log-probs of this step are in TransferQueue;
         called before advantages are computed (e.g. cache write-back, per-prompt statistics)."""
 
-    def after_advantage(self, batch: KVBatchMeta, metrics: dict) -> None:
-        """``advantages``/``returns`` are in TransferQueue; called before the actor update."""
+    def after_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta | None:
+        """``advantages``/``returns`` are in TransferQueue; called before the critic/actor update.
+        Return None to keep ``batch``, or a ``KVBatchMeta`` of the same partition to train on
+        instead (e.g. with replayed rows added; its size must stay a multiple of verl's required
+        batch multiple, see ``PPOTrainer._balance_batch``); the next extension receives it."""
 
     def step_metrics(self) -> dict[str, float]:
         """Extra metrics for this step's log line (namespaced: ``rpo/``, ``dps/``, ``eff/``...)."""

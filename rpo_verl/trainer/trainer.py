@@ -225,7 +225,9 @@ class RpoVerlTrainer(PPOTrainerSync):
             ext.on_batch_rewarded(batch, metrics)
         batch = super()._compute_advantage(batch, metrics)
         for ext in self.extensions:
-            ext.after_advantage(batch, metrics)
+            replaced = ext.after_advantage(batch, metrics)  # an extension may add rows (R2VPO replay)
+            if replaced is not None:
+                batch = replaced
         return batch
 
     def _compute_metrics(self, batch: KVBatchMeta, metrics, timing_raw, global_steps, epoch):
