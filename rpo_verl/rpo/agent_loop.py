@@ -4,7 +4,11 @@ The controller chooses one prefix per prompt (``CacheServiceClient.sample_prefix
 attaches it to the prompt's row as two non-tensor columns, which verl hands to ``run`` as kwargs:
 
 - ``rpo_prefix_ids``: the prefix token ids (int array / list / tensor; empty = full-path rollout);
-- ``rpo_suffix_budget``: the suffix ``max_tokens`` (int).
+- ``rpo_suffix_budget``: the suffix ``max_tokens`` (int);
+- ``rpo_sample_seed`` (optional): a per-prompt seed; sample ``session_id`` of the group is drawn
+  with the request seed ``request_seed(rpo_sample_seed, session_id)`` (the trainer sets it when
+  ``actor_rollout_ref.rollout.full_determinism=true``, so a resumed run regenerates the same
+  suffixes; vLLM and the CPU backend both take a per-request ``seed``).
 
 The loop generates from ``prompt_ids + prefix_ids`` with a per-request ``max_tokens`` through
 verl's server-manager interface only (``server_manager.generate``: works with vLLM, SGLang and the
@@ -39,6 +43,7 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 AGENT_LOOP_NAME = "rpo_suffix_agent"
 PREFIX_KEY = "rpo_prefix_ids"
 BUDGET_KEY = "rpo_suffix_budget"
+SEED_KEY = "rpo_sample_seed"
 EXTRA_FIELDS = ("rpo_prefix_len", "rpo_suffix_len", "rpo_suffix_budget", "rpo_suffix_truncated", "rpo_prefix_fallback")
 
 
@@ -60,6 +65,13 @@ def as_budget(value: Any) -> Optional[int]:
         value = value.item()
     budget = int(value)
     return budget if budget > 0 else None
+
+
+def request_seed(prompt_seed: Any, session_id: Any) -> int:
+    """Seed of one request: distinct per sample of a group, < 2**31 (every backend accepts it)."""
+    if hasattr(prompt_seed, "item"):
+        prompt_seed = prompt_seed.item()
+    return (int(prompt_seed) + 1_000_003 * int(session_id or 0)) % (2**31 - 1)
 
 
 def fit_prefix(
@@ -133,6 +145,8 @@ class RPOSuffixAgentLoop(AgentLoopBase):
         params = dict(sampling_params)
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
+        if kwargs.get(SEED_KEY) is not None:
+            params["seed"] = request_seed(kwargs[SEED_KEY], kwargs.get("session_id", 0))
 
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):

@@ -304,8 +304,12 @@ class CacheService:
         self._write_pointer(path)
         return path
 
-    def load(self, path: str | Sequence[str]) -> None:
-        """Load a cache file, a list of files, or a directory of ``rpo_cache*.npz`` files (any sharding)."""
+    def load(self, path: str | Sequence[str], remember: bool = False) -> None:
+        """Load a cache file, a list of files, or a directory of ``rpo_cache*.npz`` files (any sharding).
+
+        ``remember``: also point the restart snapshot at ``path`` (a run resumed from a checkpoint
+        must reload that checkpoint after an actor restart, not a newer snapshot of an older run).
+        """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         files: list[str] = []
         for p in map(os.fspath, paths):
@@ -318,6 +322,8 @@ class CacheService:
                 files.append(p)
         self.load_state_dict([read_cache_file(f) for f in files], source=", ".join(map(repr, files)))
         self.loaded_from = files
+        if remember and len(paths) == 1:  # a file or a directory of shard files
+            self._write_pointer(os.fspath(paths[0]))
 
     def _pointer_path(self) -> Optional[str]:
         d = self.cfg.cache.snapshot_dir

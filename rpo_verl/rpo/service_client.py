@@ -84,9 +84,10 @@ class CacheServiceClient:
         os.makedirs(directory, exist_ok=True)
         return self._call_all("save", [(directory,)] * self.num_shards)
 
-    def load(self, path: str | Sequence[str]) -> None:
-        """Every shard loads its prompts from a file, files, or a directory of shard files."""
-        self._call_all("load", [(path,)] * self.num_shards)
+    def load(self, path: str | Sequence[str], remember: bool = False) -> None:
+        """Every shard loads its prompts from a file, files, or a directory of shard files
+        (``remember``: and reloads ``path`` if its actor restarts later)."""
+        self._call_all("load", [(path, remember)] * self.num_shards)
 
     def ping(self) -> bool:
         return all(self._call_all("ping", [()] * self.num_shards))
