@@ -438,6 +438,13 @@ def check_logger(config: DictConfig) -> list[Problem]:
     return problems
 
 
+def check_r2vpo(config: DictConfig) -> list[Problem]:
+    """R²VPO's policy-loss and replay sections (rpo_verl/r2vpo/trainer_ext.py: startup_problems)."""
+    from rpo_verl.r2vpo.trainer_ext import startup_problems
+
+    return startup_problems(config)
+
+
 CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "model": check_model,
     "data": check_data,
@@ -447,6 +454,7 @@ CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "cpu_options": check_cpu_options,
     "memory": check_memory,
     "logger": check_logger,
+    "r2vpo": check_r2vpo,
 }
 
 

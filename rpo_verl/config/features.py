@@ -37,6 +37,7 @@ FEATURES: dict[str, FeatureSpec] = {
     # "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
     "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
     "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig", extension="rpo_verl.dps.trainer_ext:DPSExtension"),
+    "r2vpo": FeatureSpec(config="rpo_verl.r2vpo.config:R2VPOTrainerConfig", extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension"),
 }
 
 
