@@ -7,7 +7,8 @@ recomputed. Each training step uses the fresh batch plus ``round(fraction × fre
 groups drawn uniformly without replacement from the buffer (``fraction`` = ρ, replayed groups
 per fresh group: ρ = 0.5 makes a third of the step's samples stale). Sampling is by group (the
 ``uid`` of GRPO) so the trained batch stays a whole number of groups of ``n``. A batch added at
-step s is evicted once ``current_step − s ≥ max_age`` (default K), and at most K batches are kept.
+step s is evicted once ``current_step − s > max_age`` (default K), and at most K batches are kept:
+a trainer that samples at step t before adding batch t replays from batches t−1 … t−K.
 
 Pure: torch/numpy only; tensors are stored on the CPU, other per-sample fields as numpy arrays.
 """
@@ -129,9 +130,9 @@ class ReplayBuffer:
             self._batches.pop(0)
 
     def evict(self, current_step: int) -> int:
-        """Drop batches with age ``current_step − step ≥ max_age``; returns how many were dropped."""
+        """Drop batches with age ``current_step − step > max_age``; returns how many were dropped."""
         before = len(self._batches)
-        self._batches = [b for b in self._batches if current_step - b["step"] < self.max_age]
+        self._batches = [b for b in self._batches if current_step - b["step"] <= self.max_age]
         return before - len(self._batches)
 
     def sample(self, num_fresh_groups: int, current_step: int) -> tuple[Optional[dict[str, Any]], dict[str, float]]:

@@ -50,9 +50,12 @@ def test_eviction_by_age_and_capacity():
     for step in (1, 2, 3):
         buf.add(step, *_rollout(step))
     assert buf.num_batches == 2  # capacity K
-    out, _ = buf.sample(num_fresh_groups=8, current_step=4)  # step 2 has age 2 = K: evicted
+    out, _ = buf.sample(num_fresh_groups=8, current_step=4)  # ages 2 (= K) and 1: both kept
+    assert buf.num_batches == 2
+    assert set(out["replay_age"].tolist()) == {1, 2} and len(out["group_id"]) == 8 * 2
+    out, _ = buf.sample(num_fresh_groups=8, current_step=5)  # step 2 now has age 3 > K: evicted
     assert buf.num_batches == 1
-    assert set(out["replay_age"].tolist()) == {1} and len(out["group_id"]) == 8
+    assert set(out["replay_age"].tolist()) == {2} and len(out["group_id"]) == 8
     assert buf.evict(current_step=10) == 1 and len(buf) == 0
     out, metrics = buf.sample(num_fresh_groups=4, current_step=10)
     assert out is None and metrics["r2vpo/replay_share"] == 0.0
