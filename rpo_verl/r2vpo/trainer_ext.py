@@ -103,7 +103,8 @@ def td_rows(td: Any) -> list[dict[str, Any]]:
     rows = []
     for i in range(len(td)):
         row = td[i]
-        rows.append({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in row.items()})
+        values = {k: row[k] for k in row.keys()}  # row[k] unwraps NonTensorData (items() does not)
+        rows.append({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in values.items()})
     return rows
 
 

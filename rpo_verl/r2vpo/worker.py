@@ -72,7 +72,9 @@ def with_r2vpo(cls: type) -> type:
     if issubclass(cls, R2VPOActorRolloutRefMixin) and issubclass(cls.actor_worker_cls, R2VPOTrainingWorkerMixin):
         return cls
     training = cls.actor_worker_cls
-    if not issubclass(training, R2VPOTrainingWorkerMixin):
+    if training is TrainingWorker:
+        training = R2VPOTrainingWorker
+    elif not issubclass(training, R2VPOTrainingWorkerMixin):
         training = type(f"R2VPO{training.__name__}", (R2VPOTrainingWorkerMixin, training), {})
     bases = (cls,) if issubclass(cls, R2VPOActorRolloutRefMixin) else (R2VPOActorRolloutRefMixin, cls)
     return type(f"R2VPO{cls.__name__}", bases, {"actor_worker_cls": training})
