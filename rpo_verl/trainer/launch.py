@@ -62,12 +62,18 @@ def _expand(path):
     return os.path.abspath(os.path.expanduser(path))
 
 
+# Keys that may also name a Hugging Face hub model ("org/name"), which must stay as written.
+MODEL_PATH_KEYS = ("actor_rollout_ref.model.path", "actor_rollout_ref.model.tokenizer_path", "critic.model.path")
+
+
 def absolutize_paths(config: DictConfig) -> None:
     """Expand "~" and make local paths absolute (workers may run in another folder)."""
+    from rpo_verl.config.checks import _looks_like_hub_id
+
     with open_dict(config):
         for key in PATH_KEYS:
             value = OmegaConf.select(config, key)
-            if isinstance(value, str):
+            if isinstance(value, str) and not (key in MODEL_PATH_KEYS and _looks_like_hub_id(value)):
                 OmegaConf.update(config, key, _expand(value))
         for key in LIST_PATH_KEYS:
             value = OmegaConf.select(config, key)
