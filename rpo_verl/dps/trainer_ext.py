@@ -147,13 +147,20 @@ class DPSExtension(TrainerExtension):
 
         t0 = time.perf_counter()
         client = self._ensure_client(fresh=True)
-        exclude = np.fromiter(self._dispatched.values(), dtype=np.int64) if self._dispatched else None
+        exclude = np.unique(np.fromiter(self._dispatched.values(), dtype=np.int64)) if self._dispatched else None
+        if exclude is not None and num_prompts > len(self.trainer.train_dataset) - exclude.size:
+            # A small dataset that DAPO refills have exhausted within one step: allow repeats (the
+            # update pools the groups of a prompt rolled out twice) rather than fail the run.
+            logger.warning("DPS: %d more prompts requested in step %s but only %d not yet rolled out in it; "
+                           "allowing repeats", num_prompts, self.trainer.global_steps,
+                           len(self.trainer.train_dataset) - exclude.size)
+            exclude = None
         ids = client.select(num_prompts, exclude=exclude)
         dataset, collate = self.trainer.train_dataset, self.trainer.train_dataloader.collate_fn
         batch_dict = collate([dataset[int(i)] for i in ids])
         uids = [str(uuid.uuid4()) for _ in range(len(ids))]
         batch_dict["uid"] = np.array(uids, dtype=object)
-        batch_dict[PROMPT_ID_KEY] = torch.as_tensor(ids, dtype=torch.int64)
+        batch_dict[PROMPT_ID_KEY] = torch.tensor(ids, dtype=torch.int64)
         self._dispatched.update(zip(uids, ids.tolist()))
         self._selects += 1
         self._driver_time += time.perf_counter() - t0

@@ -259,3 +259,22 @@ def test_dapo_replay_buffer_clear_is_wrapped(make_trainer):
     assert trainer.replay_buffer._clear_groups.__name__ == "clear_groups"
     # groups of uids this step never dispatched pass straight through to verl's clear
     trainer.replay_buffer._clear_groups("val", set())
+
+
+def test_refills_beyond_the_dataset_allow_repeats(make_trainer, caplog):
+    trainer, ext = make_trainer()
+    trainer.global_steps = 1
+    ext.on_step_begin()
+    first = trainer._next_train_batch()
+    with caplog.at_level(logging.WARNING, logger="rpo_verl.dps"):
+        refill = trainer._next_train_batch(N_PROMPTS)  # more than the 9 prompts not yet used
+    assert "allowing repeats" in caplog.text
+    assert sorted(_rows(refill)) == list(range(N_PROMPTS))
+    _report(ext, first, lambda row: 1.0)
+    _report(ext, refill, lambda row: 0.0)
+    metrics = ext.flush()
+    core = ext.client.actor.core
+    assert metrics["dps/groups_generated_step"] == BATCH + N_PROMPTS
+    # a prompt rolled out twice in one step is one observation of its pooled groups
+    assert metrics["dps/prompts_step"] == N_PROMPTS and core.sample_counts.tolist() == [1] * N_PROMPTS
+    assert metrics["dps/effective_ratio"] == pytest.approx(BATCH / N_PROMPTS)
