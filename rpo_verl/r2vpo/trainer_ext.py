@@ -13,10 +13,11 @@ is true; otherwise every hook returns at once. When active it
   rows. Replayed rows go back into the step's TransferQueue partition with ``old_log_probs`` =
   their behaviour log-probs and ``advantages`` = their generation-time advantages, tagged
   ``is_padding`` (so verl's rollout metrics, ``eff/gen_tokens`` and the staleness statistics
-  describe this step's fresh rollouts only) and ``r2vpo_replay``. The batch is then padded with
-  no-op rows (a real row with a zero ``response_mask``) to verl's required multiple (data-parallel
-  size and actor mini-batch) and re-balanced over data-parallel ranks with verl's own
-  ``_balance_batch``. verl's synthetic padding rows of the fresh batch are dropped first;
+  describe this step's fresh rollouts only) and ``r2vpo_replay``, spread evenly among the fresh
+  rows (each actor mini-batch mixes both). The batch is then padded with no-op rows (a real row
+  with a zero ``response_mask``) to verl's required multiple (data-parallel size and actor
+  mini-batch) and re-balanced over data-parallel ranks with verl's own ``_balance_batch`` (which
+  keeps the order within a rank). verl's synthetic padding rows of the fresh batch are dropped first;
   ``after_advantage`` returns the new batch, which ``update_actor`` trains on;
 * metrics: verl logs the loss's metrics as ``actor/r2vpo/*``; they are repeated as ``r2vpo/*``
   together with ``r2vpo/lambda_start`` / ``r2vpo/lambda_end`` (λ entering / leaving the step, read
@@ -189,6 +190,23 @@ def padding_rows(template: Mapping[str, Any], template_tag: Mapping, count: int,
     return keys, [dict(row) for _ in range(count)], tags
 
 
+def spread(first: Sequence[Any], second: Sequence[Any]) -> list[Any]:
+    """Merge two lists keeping each one's order, ``second`` spread evenly through ``first`` (so
+    every actor mini-batch, cut from consecutive rows, holds fresh and replayed rows alike)."""
+    keyed = [((i + 0.5) / len(first), 0, x) for i, x in enumerate(first)]
+    keyed += [((j + 0.5) / len(second), 1, x) for j, x in enumerate(second)]
+    return [x for _, _, x in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
+def with_fields(batch: KVBatchMeta, names: Sequence[str]) -> KVBatchMeta:
+    """The same rows with ``names`` added to the fields the workers fetch (``fields=None``: all)."""
+    from transfer_queue import KVBatchMeta
+
+    fields = None if batch.fields is None else list(dict.fromkeys([*batch.fields, *names]))
+    return KVBatchMeta(keys=list(batch.keys), tags=list(batch.tags), partition_id=batch.partition_id,
+                       fields=fields, extra_info=batch.extra_info)
+
+
 def pad_count(rows: int, multiple: int) -> int:
     """Rows to add so that ``rows`` becomes a multiple of ``multiple``."""
     return (-rows) % multiple if multiple > 0 else 0
@@ -265,7 +283,7 @@ class R2VPOExtension(TrainerExtension):
             tq.kv_batch_put(
                 keys=batch.keys, partition_id=batch.partition_id, fields=_stale_column(len(batch), 0.0)
             )
-            return None
+            return with_fields(batch, [STALE_FIELD])  # the update reads only the batch's listed fields
 
         fresh = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         fresh_keys = [batch.keys[i] for i in fresh]
@@ -288,7 +306,7 @@ class R2VPOExtension(TrainerExtension):
             if len(fresh) < len(batch):  # verl's padding rows need the field too
                 pads = [batch.keys[i] for i in range(len(batch)) if i not in set(fresh)]
                 tq.kv_batch_put(keys=pads, partition_id=batch.partition_id, fields=_stale_column(len(pads), 0.0))
-            return None
+            return with_fields(batch, [STALE_FIELD])
 
         field_names = list(rows[0].keys()) + [STALE_FIELD]
         keys, new_rows, tags = replayed_rows(sampled, field_names, self.batch_index)
@@ -311,9 +329,10 @@ class R2VPOExtension(TrainerExtension):
             tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
         from transfer_queue import KVBatchMeta
 
+        rows_in_order = spread(list(zip(fresh_keys, fresh_tags)), list(zip(keys, tags))) + list(zip(pad_keys, pad_tags))
         combined = KVBatchMeta(
-            keys=fresh_keys + keys + pad_keys,
-            tags=fresh_tags + tags + pad_tags,
+            keys=[key for key, _ in rows_in_order],
+            tags=[tag for _, tag in rows_in_order],
             partition_id=batch.partition_id,
             fields=list(dict.fromkeys([*(fresh_meta.fields or []), *field_names])) or None,
             extra_info=batch.extra_info,

@@ -202,6 +202,12 @@ def test_padding_rows_are_no_ops_and_concatenate_with_replayed_rows():
     assert _stale_from_batch(td).tolist() == [True, True, False, False, False]
 
 
+def test_spread_mixes_replayed_rows_evenly():
+    assert trainer_ext.spread(list("abcdefgh"), [1, 2, 3, 4]) == ["a", 1, "b", "c", 2, "d", "e", 3, "f", "g", 4, "h"]
+    assert trainer_ext.spread(list("ab"), []) == ["a", "b"]
+    assert trainer_ext.spread(list("abcd"), [1]) == ["a", "b", 1, "c", "d"]
+
+
 def test_pad_count_and_group_ids():
     assert [pad_count(n, 8) for n in (8, 12, 16, 1)] == [0, 4, 0, 7]
     assert pad_count(5, 0) == 0
@@ -243,6 +249,10 @@ class FakeKV:
             rows = [{f: r[f] for f in select_fields} for r in rows]
         return list_of_dict_to_tensordict(rows)
 
+    def fetch(self, meta):
+        """What a worker receives for ``meta``: only its listed fields (``None``: all)."""
+        return self.kv_batch_get(meta.keys, meta.partition_id, select_fields=meta.fields)
+
     def kv_clear(self, keys, partition_id):
         for key in keys:
             self.rows.pop((partition_id, key), None)
@@ -273,8 +283,8 @@ def _put_step(kv, step, groups=2, n=2, verl_pads=0):
         tags.append({**tags[0], "is_padding": True})
     rows = [{**r, "old_log_probs": r["old_log_probs"][: len(r["response_mask"])],
              "advantages": r["advantages"][: len(r["response_mask"])]} for r in rows]
-    kv.kv_batch_put(keys, "train", fields=list_of_dict_to_tensordict(rows), tags=tags)
-    return KVBatchMeta(keys=keys, tags=tags, partition_id="train"), rows
+    # like verl's: the meta of the last put lists the fields persisted so far (not r2vpo_stale)
+    return kv.kv_batch_put(keys, "train", fields=list_of_dict_to_tensordict(rows), tags=tags), rows
 
 
 def test_after_advantage_adds_replayed_rows_pads_and_rebalances(compose_config, monkeypatch):
@@ -286,7 +296,9 @@ def test_after_advantage_adds_replayed_rows_pads_and_rebalances(compose_config, 
 
     batch1, _ = _put_step(kv, 1, groups=2, n=2, verl_pads=4)
     metrics1 = {}
-    assert ext.after_advantage(batch1, metrics1) is None  # nothing stored yet: the batch is unchanged
+    kept = ext.after_advantage(batch1, metrics1)  # nothing stored yet: the same rows
+    assert kept.keys == batch1.keys and kept.tags == batch1.tags and "r2vpo_stale" not in batch1.fields
+    assert _stale_from_batch(kv.fetch(kept)).tolist() == [False] * 8  # the update reads the flags
     assert metrics1["r2vpo/replay_share"] == 0.0 and metrics1["r2vpo/replay_buffer_samples"] == 4
     assert all(kv.rows[("train", k)]["r2vpo_stale"].item() == 0.0 for k in batch1.keys)  # pads too
     kv.kv_clear(batch1.keys, "train")  # verl clears the step's keys
@@ -302,9 +314,10 @@ def test_after_advantage_adds_replayed_rows_pads_and_rebalances(compose_config, 
     assert not any(k.startswith("padX") for k in out.keys) and ("train", "padX_0_0") not in kv.rows
     replayed = [k for k, t in zip(out.keys, out.tags) if t.get("r2vpo_replay")]
     assert len(replayed) == 2 and all(k.startswith("r2vpo-replay-b2-s1g") for k in replayed)
-    data = kv.kv_batch_get(out.keys, "train")  # what the actor update reads: one field set for all rows
+    data = kv.fetch(out)  # what the actor update reads: one field set for all rows
     stale = dict(zip(out.keys, _stale_from_batch(data).tolist()))
     assert [k for k, s in stale.items() if s] == replayed
+    assert out.keys.index(replayed[0]) < 4 <= out.keys.index(replayed[1])  # one per actor mini-batch
     for key in replayed:
         row = kv.rows[("train", key)]
         assert row["uid"].startswith("s1g") and row["old_log_probs"].shape == row["response_mask"].shape
@@ -331,6 +344,7 @@ def test_after_advantage_without_replay_only_marks_rows_fresh(compose_config, mo
     trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2)
     ext = R2VPOExtension(trainer, R2VPOTrainerConfig(), "r2vpo")
     batch, _ = _put_step(kv, 1)
-    assert ext.after_advantage(batch, {}) is None
-    assert [kv.rows[("train", k)]["r2vpo_stale"].item() for k in batch.keys] == [0.0] * 4
+    out = ext.after_advantage(batch, {})
+    assert out.keys == batch.keys and "r2vpo_stale" in out.fields
+    assert _stale_from_batch(kv.fetch(out)).tolist() == [False] * 4
     assert ext.state_dict() == {"batch_index": 0, "replay": None}
