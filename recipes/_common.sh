@@ -4,14 +4,15 @@
 #   MODEL                               model folder or hub id (each recipe sets its default)
 #   RPO_VERL_DATA (~/.cache/rpo_verl/data)  parquet written by scripts/prepare_data.py
 #   CKPT_ROOT (./checkpoints)           checkpoints: <CKPT_ROOT>/<experiment name>
-#   PYTHON (python)                     interpreter with rpo_verl installed
+#   PYTHON (the repo's .venv if present, else python)   interpreter with rpo_verl installed
 set -euo pipefail
 RECIPES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NNODES=${NNODES:-1}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 DATA=${RPO_VERL_DATA:-$HOME/.cache/rpo_verl/data}
 CKPT_ROOT=${CKPT_ROOT:-checkpoints}
-PYTHON=${PYTHON:-python}
+REPO_VENV_PYTHON="$RECIPES_DIR/../.venv/bin/python"
+if [ -x "$REPO_VENV_PYTHON" ]; then PYTHON=${PYTHON:-$REPO_VENV_PYTHON}; else PYTHON=${PYTHON:-python}; fi
 
 # Training data and evaluation sets shared by the papers' math set-ups (prepare_data.py names).
 TRAIN_FILES=${TRAIN_FILES:-$DATA/dapo/train.parquet}
