@@ -121,6 +121,8 @@ def test_replayed_rows_are_trained(runs):
         # The stale rows reached the loss (r2vpo_stale = 1) with a ratio taken against their
         # behaviour log-probs from an earlier policy: non-zero stale variance.
         assert m["r2vpo/stale_token_share"] > 0 and m["r2vpo/v_hat_stale"] > 0
+        # Replayed rows are spread over both mini-batches; their policy is older than the fresh rows'.
+        assert m["r2vpo/v_hat_stale"] > m["r2vpo/v_hat_fresh"]
     assert "r2vpo/v_hat_stale" not in first or first["r2vpo/stale_token_share"] == 0
 
 
