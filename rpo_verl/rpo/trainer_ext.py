@@ -467,8 +467,12 @@ class RPOExtension(TrainerExtension):
         keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
         rows = self._read_rows(keys, batch.partition_id)
         self._trained_rows.append(rows)
-        offered = Rows.concat([rows, *self._pending])
+        offered = Rows.concat([rows, *self._pending])  # every sample generated since the last call
         self._pending = []
+        # running totals here, not in step_metrics: the checkpoint of this step is saved before
+        # its metrics are logged, and a resumed run continues from the saved totals
+        self._totals["generated_tokens"] += float(offered.suffix_len.sum())
+        self._totals["full_path_equiv_tokens"] += float((offered.prefix_len + offered.suffix_len).sum())
         if len(offered):
             start = time.monotonic()
             self._ensure_service().update(offered.update_batch(int(self.trainer.global_steps)))
@@ -490,8 +494,6 @@ class RPOExtension(TrainerExtension):
         if len(rows):
             step = rows.metrics()
             out.update(step)
-            self._totals["generated_tokens"] += step["eff/generated_tokens"]
-            self._totals["full_path_equiv_tokens"] += step["eff/full_path_equiv_tokens"]
             out["eff/dropped_generated_tokens"] = float(dropped.suffix_len.sum())
             out["eff/generated_samples"] = float(len(rows))
             out["eff/dropped_samples"] = float(len(dropped))

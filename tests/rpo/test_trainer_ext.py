@@ -253,10 +253,11 @@ def test_checkpoint_round_trip(tmp_path):
     rows = _rows([2] * N + [3] * N, [0] * 8, list(range(3, 11)), [0.0, 1.0] * 4)
     ext._read_rows = lambda keys, partition: rows
     ext.on_batch_rewarded(types.SimpleNamespace(keys=rows.keys, tags=[{}] * 8, partition_id="train"), {})
-    ext.step_metrics()
     ext.trainer.global_steps = 4
-    state = ext.state_dict()
+    state = ext.state_dict()  # verl saves the step's checkpoint before it logs the step's metrics
     assert state["files"] == ["rpo_cache.shard0of1.npz"] and state["step"] == 4
+    assert state["totals"] == {"generated_tokens": sum(range(3, 11)), "full_path_equiv_tokens": sum(range(3, 11))}
+    assert ext.step_metrics()["eff/generated_tokens_total"] == sum(range(3, 11))
     assert (tmp_path / "global_step_4" / "rpo_cache" / "rpo_cache.shard0of1.npz").is_file()
     # a resumed run: fresh service, loads the checkpoint folder and remembers it for restarts
     fresh = _extension(tmp_path)
