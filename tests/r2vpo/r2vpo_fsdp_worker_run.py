@@ -37,8 +37,8 @@ def _config(model_path: str):
         "actor_rollout_ref.actor.optim.lr=1e-3",
         "actor_rollout_ref.actor.policy_loss._target_=rpo_verl.r2vpo.config.R2VPOPolicyLossConfig",
         "actor_rollout_ref.actor.policy_loss.loss_mode=r2vpo",
-        "+actor_rollout_ref.actor.policy_loss.r2vpo.delta=1e-4",
-        "+actor_rollout_ref.actor.policy_loss.r2vpo.eta=0.5",
+        "actor_rollout_ref.actor.policy_loss.r2vpo.delta=1e-4",
+        "actor_rollout_ref.actor.policy_loss.r2vpo.eta=0.5",
     ]
     with initialize_config_module(config_module="rpo_verl.config", version_base=None):
         return compose("rpo_trainer", overrides=overrides)
