@@ -55,7 +55,7 @@ def sample(model, tokenizer, prompts: list[list[dict]], k: int, max_new_tokens: 
 
 
 def summarize(rows, groups, k: int) -> dict:
-    correct_per_group, lengths, cut, tagged, examples = [], [], 0, 0, []
+    correct_per_group, lengths, cut, tagged, examples, per_group = [], [], 0, 0, [], []
     for row, group in zip(rows, groups):
         truth = row["reward_model"]["ground_truth"]
         hits = 0
@@ -68,6 +68,7 @@ def summarize(rows, groups, k: int) -> dict:
             if len(examples) < 12:
                 examples.append({"prompt": row["prompt"][0]["content"], "truth": truth, "response": text, **res})
         correct_per_group.append(hits)
+        per_group.append({"expr": row["extra_info"].get("expr"), "truth": truth, "correct": hits})
     n = len(lengths)
     hist = Counter(correct_per_group)
     return {
@@ -81,6 +82,7 @@ def summarize(rows, groups, k: int) -> dict:
         "frac_hit_token_budget": cut / n,
         "frac_with_answer_tag": tagged / n,
         "examples": examples,
+        "groups": per_group,
     }
 
 
