@@ -2,7 +2,7 @@
 
 Run A: DPS selector, 4 steps, checkpoints at 2 and 4, rollouts dumped. Run B: A's step-2
 checkpoint copied to a new folder and resumed to step 4. Run C: uniform selector with DAPO
-dynamic sampling (``algorithm.filter_groups``), 2 steps.
+dynamic sampling (``algorithm.filter_groups``) and RPO (lazy cache), 3 steps.
 
 A and B use ``dps_reward.compute_score_fixed``: a group's accuracy is a function of its prompt
 (class in ``ground_truth``), while the shaped score (vowel fraction) depends on the sampled text.
@@ -141,13 +141,17 @@ def test_resume_gives_identical_scheduler_arrays(dps_runs, dps_helpers):
 @pytest.fixture(scope="module")
 def dapo_run(tiny_model_path, dps_helpers, tmp_path_factory):
     root = tmp_path_factory.mktemp("dps_dapo_e2e")
-    # 'mix' groups are mostly mixed (kept by DAPO); '0'/'1' groups are always evicted and refilled
-    classes = ["mix", "0", "1", "mix", "mix", "0", "1", "mix", "mix", "0", "mix", "1"]
+    # 'mix' groups are mostly mixed (kept by DAPO); '0'/'1' groups are always evicted and refilled.
+    # 8 prompts, 3 steps of >= 4 groups: at least 4 selections revisit a prompt of an earlier step.
+    classes = ["mix", "0", "1", "mix", "mix", "0", "1", "mix"]
     train = dps_helpers["write_prompts"](root / "train.parquet", classes)
     c = root / "c"
     out = dps_helpers["run_main"](
-        _args(dps_helpers, tiny_model_path, train, "compute_score_sampled", c, 2, "rpo_verl.dps.selector=uniform",
-              "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc"),
+        _args(dps_helpers, tiny_model_path, train, "compute_score_sampled", c, 3, "rpo_verl.dps.selector=uniform",
+              "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc",
+              # RPO on the same run: prefixes are attached to whatever the DPS scheduler selected
+              "rpo_verl.rpo.enable=true", "rpo_verl.rpo.cache.init=lazy", "rpo_verl.rpo.prefix.mode=ratio",
+              "rpo_verl.rpo.prefix.slack=4"),
         timeout=420, log_path=root / "c.log")
     assert out.returncode == 0, out.stdout[-6000:]
     return {"dir": c, "out": out, "classes": classes}
@@ -156,7 +160,7 @@ def dapo_run(tiny_model_path, dps_helpers, tmp_path_factory):
 def test_uniform_selector_with_dapo_reports_every_generated_group(dapo_run, dps_helpers):
     c = dapo_run["dir"]
     steps = _steps(c)
-    assert sorted(steps) == [1, 2]
+    assert sorted(steps) == [1, 2, 3]
     refills = 0
     for step, m in steps.items():
         evicted = m.get("training/filter_groups/evicted_samples", 0)
@@ -169,7 +173,21 @@ def test_uniform_selector_with_dapo_reports_every_generated_group(dapo_run, dps_
         rows = _trained_rows(c, step, dps_helpers["row_pattern"])
         assert len(rows) == BATCH and all(dapo_run["classes"][r] == "mix" for r in rows)
     assert refills >= 1, "DAPO never refilled: the test data no longer exercises the refill path"
-    state = _ext_state(c, 2)
+    state = _ext_state(c, 3)
     # distinct prompts within a step, and every generated group counted once
     assert int(state["sample_counts"].sum()) == sum(m["dps/groups_generated_step"] for m in steps.values())
     assert state["selector_name"] == "uniform"
+
+
+def test_rpo_prefixes_the_prompts_dps_selects(dapo_run):
+    """RPO's before_rollout saw every prompt the scheduler chose, refill rounds included, and a
+    prompt selected again in a later step got a prefix cached from its earlier group (RPO offers
+    trained and dropped groups to its lazy cache)."""
+    steps = _steps(dapo_run["dir"])
+    for step, m in steps.items():
+        assert m["rpo/prefix_lookups"] == m["dps/groups_generated_step"], step
+    assert steps[1]["rpo/full_path_frac"] == 1  # lazy cache: nothing cached before step 1
+    counts = _ext_state(dapo_run["dir"], 3)["sample_counts"]
+    revisits = int(counts.sum() - (counts > 0).sum())
+    hits = sum(round(m["rpo/cache_hit_rate"] * m["rpo/prefix_lookups"]) for m in steps.values())
+    assert revisits >= 4 and 1 <= hits <= revisits, (revisits, hits)
