@@ -18,12 +18,15 @@ A rollout is one generated response; a step spends ``train_batch_size × rollout
 ``scripts/bench/r2vpo_loss_overhead.py`` (run here with ``--loss-repeats``). Writes
 ``r2vpo_cpu_run.json`` and ``r2vpo_cpu_run.png`` into ``--out-dir``; each arm's run folder
 (metrics.jsonl, log) stays under it. ``--reuse`` re-reads an arm whose run already finished.
-Everything after ``--`` is passed to every arm as Hydra overrides.
+Everything after ``--`` is passed to every arm as Hydra overrides. On a shared machine pass
+``--lock /tmp/rpo_verl_e2e.lock``: each arm's run holds it (released between arms).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -54,6 +57,21 @@ def _commit() -> str:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@contextlib.contextmanager
+def _locked(path: str | None):
+    """Hold an exclusive ``flock`` on ``path`` while one arm runs (shared machines: one trainer
+    run at a time, released between arms so that others' runs can interleave)."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def arm_overrides(args, arm: str, run_dir: str) -> list[str]:
@@ -118,10 +136,10 @@ def run_arm(args, arm: str) -> dict:
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
         cmd = [sys.executable, "-m", "rpo_verl.main", *arm_overrides(args, arm, run_dir)]
         print(f"[{arm}] {' '.join(cmd)}", flush=True)
-        start = time.monotonic()
-        with open(log_path, "w") as log:
+        with open(log_path, "w") as log, _locked(args.lock):
+            start = time.monotonic()
             rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        wall = time.monotonic() - start
+            wall = time.monotonic() - start
         if rc != 0:
             raise SystemExit(f"[{arm}] run failed (exit {rc}); see {log_path}")
         print(f"[{arm}] done in {wall / 60:.1f} min", flush=True)
@@ -221,6 +239,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=None, help="accuracy target (default: GRPO-clip's best)")
     parser.add_argument("--loss-repeats", type=int, default=15, help="0: skip the loss-overhead measurement")
     parser.add_argument("--reuse", action="store_true", help="re-read arms whose run already finished")
+    parser.add_argument("--lock", default=None, help="flock this file while each arm runs (e.g. /tmp/rpo_verl_e2e.lock)")
     args = parser.parse_args(argv[:split])
     args.overrides = argv[split + 1:]
     args.out_dir = os.path.abspath(args.out_dir)
