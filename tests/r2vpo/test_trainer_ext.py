@@ -42,11 +42,17 @@ PL = "actor_rollout_ref.actor.policy_loss"
 @pytest.fixture(scope="module")
 def compose_config():
     """``compose_config(*overrides)`` -> rpo_verl's composed trainer config (rpo_trainer.yaml)."""
+    import copy
+
     from hydra import compose, initialize_config_module
 
+    cache = {}
+
     def _compose(*overrides):
-        with initialize_config_module("rpo_verl.config", version_base=None):
-            return compose("rpo_trainer", overrides=list(overrides))
+        if overrides not in cache:  # composing costs seconds; tests get their own copy
+            with initialize_config_module("rpo_verl.config", version_base=None):
+                cache[overrides] = compose("rpo_trainer", overrides=list(overrides))
+        return copy.deepcopy(cache[overrides])
 
     return _compose
 
