@@ -4,6 +4,7 @@ The trainer is built from a real composed config (tiny model, tiny parquet files
 worker group is replaced by a recorder where verl's checkpoint code calls it.
 """
 
+import dataclasses
 import os
 import sys
 import types
@@ -91,8 +92,12 @@ def _build(compose, tiny_model_path, prompt_files, tmp_path, *overrides, rpo_ver
     cfg = compose("preset=cpu", f"actor_rollout_ref.model.path={tiny_model_path}", f"data.train_files={train}",
                   f"data.val_files={val}", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
                   f"trainer.default_local_dir={tmp_path}/ckpt", *overrides)
+    OmegaConf.set_struct(cfg, False)
+    # The YAML declares the real features' sections; these tests swap FEATURES for demo ones.
+    own_keys = {f.name for f in dataclasses.fields(features.RunConfig)}
+    for name in [k for k in cfg.rpo_verl if k not in own_keys and k not in features.FEATURES]:
+        del cfg.rpo_verl[name]
     if rpo_verl is not None:
-        OmegaConf.set_struct(cfg, False)
         cfg.rpo_verl = OmegaConf.merge(cfg.rpo_verl, rpo_verl)
     OmegaConf.resolve(cfg)
     trainer = RpoVerlTrainer(cfg)
