@@ -373,8 +373,9 @@ def _params_from_files(model_dir: str, cfg: dict) -> int | None:
 # rollout server's fp32 copy (4) and mixed-precision working copies (2); x1.5 for activations.
 BYTES_PER_PARAM_TRAIN = (16 + 4 + 2) * 1.5
 BYTES_PER_PARAM_REF = 4
-# Ray, the task runner, agent-loop/reward/TransferQueue actors: each a Python process with torch.
-FIXED_OVERHEAD_BYTES = 3.5 * 2**30
+# Ray, the task runner, agent-loop/reward/TransferQueue actors: each a Python process with torch
+# (measured: about 4 GB for the 3M-parameter tiny model, 10 GB for SmolLM2-135M).
+FIXED_OVERHEAD_BYTES = 4.5 * 2**30
 
 
 def machine_memory_bytes() -> int:
@@ -420,6 +421,13 @@ def check_memory(config: DictConfig) -> list[Problem]:
                         f"{need / gib:.1f} GiB of RAM but this machine has {have / gib:.1f} GiB. Fix: use a smaller "
                         "model (e.g. SmolLM2-135M-Instruct from scripts/prepare_model.py) or a GPU node; "
                         "rpo_verl.skip_checks=[memory] tries anyway.", environment=True)]
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if need > available:
+        print(f"WARNING: training {path!r} on CPU needs about {need / 2**30:.1f} GiB of RAM and only "
+              f"{available / 2**30:.1f} GiB are free now (other processes); Ray may kill a worker when memory "
+              "runs out.")
     return []
 
 
