@@ -1,10 +1,11 @@
 """Synthetic arithmetic word problems (data_source ``rpo_verl/arith``), deterministic from a seed.
 
 A problem is a start amount followed by ``steps`` changes (gains, losses or multiplications). The
-default instruction hands the model the expression to complete ("Sam has 8 - 6 = N coins. Answer: N")
+default instruction hands the model the expression to complete ("Sam has 8 + 6 = N coins. Answer: N")
 and asks for that one line: every response carries a little working (RPO caches reasoning
 prefixes) and fits in ~48 new tokens, and SmolLM2-135M-Instruct solves a useful share of them at
-temperature 1 (free-form working or a bare number scored ~6%: see BENCHMARKS.md, measured with
+temperature 1: pass@1 0.21 with 58% of 4-sample groups partially solved at the default (one
+addition, operands 1-9), where free-form working or a bare number scored ~6% (BENCHMARKS.md,
 ``scripts/bench/calibrate_task.py``). ``instruction`` is a template with the fields {name}, {item},
 {expr}; ``PLAIN_INSTRUCTION`` (no expression given) is the harder variant.
 """
@@ -30,7 +31,7 @@ class ArithConfig:
     steps: int = 1
     min_operand: int = 1
     max_operand: int = 9
-    ops: tuple[str, ...] = ("add", "sub")  # any of add, sub, mul
+    ops: tuple[str, ...] = ("add",)  # any of add, sub, mul (add+sub: pass@1 0.17 vs 0.21 for add alone)
     instruction: str = HINT_INSTRUCTION  # a template: {name}, {item}, {expr}
     names: tuple[str, ...] = field(default=tuple(NAMES), repr=False)
 
