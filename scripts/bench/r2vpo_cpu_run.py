@@ -17,7 +17,8 @@ A rollout is one generated response; a step spends ``train_batch_size × rollout
 λ / V̂ (fresh, stale). The loss-function overhead vs ``vanilla`` comes from
 ``scripts/bench/r2vpo_loss_overhead.py`` (run here with ``--loss-repeats``). Writes
 ``r2vpo_cpu_run.json`` and ``r2vpo_cpu_run.png`` into ``--out-dir``; each arm's run folder
-(metrics.jsonl, log) stays under it. ``--reuse`` re-reads an arm whose run already finished.
+(metrics.jsonl, log, last checkpoint) stays under it; a failed arm is resumed from its last
+checkpoint (``--retries``), and ``--reuse`` re-reads finished arms and resumes unfinished ones.
 Everything after ``--`` is passed to every arm as Hydra overrides. On a shared machine pass
 ``--lock /tmp/rpo_verl_e2e.lock``: each arm's run holds it (released between arms).
 """
@@ -32,6 +33,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -97,8 +99,10 @@ def arm_overrides(args, arm: str, run_dir: str) -> list[str]:
         f"trainer.total_training_steps={args.steps}",
         f"trainer.test_freq={args.test_freq}",
         "trainer.val_before_train=true",
-        "trainer.save_freq=-1",
-        "trainer.resume_mode=disable",
+        # Checkpoints at each validation (one kept) so that an arm killed on a shared machine resumes.
+        f"trainer.save_freq={args.test_freq}",
+        "trainer.max_actor_ckpt_to_keep=1",
+        "trainer.resume_mode=auto",
         f"trainer.experiment_name=r2vpo_cpu_{arm}",
         f"trainer.default_local_dir={run_dir}",
         *ARMS[arm],
@@ -124,30 +128,33 @@ def run_arm(args, arm: str) -> dict:
     run_dir = os.path.abspath(os.path.join(args.out_dir, arm, "run"))
     log_path = os.path.join(args.out_dir, f"{arm}.log")
     wall = None
-    if args.reuse and os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
-        steps, _ = read_arm(run_dir)
-        if len(steps) >= args.steps:
-            print(f"[{arm}] reusing {run_dir}", flush=True)
-        else:
-            steps = None
+    done = os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and len(read_arm(run_dir)[0]) >= args.steps
+    if args.reuse and done:
+        print(f"[{arm}] reusing {run_dir}", flush=True)
     else:
-        steps = None
-    if steps is None:
+        if not args.reuse and os.path.isdir(run_dir):
+            shutil.rmtree(run_dir)  # a fresh measurement; --reuse resumes an unfinished run instead
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
         cmd = [sys.executable, "-m", "rpo_verl.main", *arm_overrides(args, arm, run_dir)]
         print(f"[{arm}] {' '.join(cmd)}", flush=True)
-        with open(log_path, "w") as log, _locked(args.lock):
-            start = time.monotonic()
-            rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            wall = time.monotonic() - start
-        if rc != 0:
-            raise SystemExit(f"[{arm}] run failed (exit {rc}); see {log_path}")
+        wall = 0.0
+        for attempt in range(args.retries + 1):  # e.g. Ray's OOM killer on a shared machine: resume
+            with open(log_path, "w" if attempt == 0 else "a") as log, _locked(args.lock):
+                start = time.monotonic()
+                rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                wall += time.monotonic() - start
+            if rc == 0:
+                break
+            print(f"[{arm}] run failed (exit {rc}, attempt {attempt + 1}); see {log_path}", flush=True)
+        else:
+            raise SystemExit(f"[{arm}] run failed {args.retries + 1} times; see {log_path}")
         print(f"[{arm}] done in {wall / 60:.1f} min", flush=True)
     steps, val = read_arm(run_dir)
     per_step = args.batch * args.n
     return {
         "run_dir": run_dir,
         "wall_s": wall,
+        "attempts_log": log_path,
         "overrides": ARMS[arm],
         "val_acc": {str(s): a for s, a in sorted(val.items())},
         "val_rollouts": {str(s): s * per_step for s in sorted(val)},
@@ -239,6 +246,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=None, help="accuracy target (default: GRPO-clip's best)")
     parser.add_argument("--loss-repeats", type=int, default=15, help="0: skip the loss-overhead measurement")
     parser.add_argument("--reuse", action="store_true", help="re-read arms whose run already finished")
+    parser.add_argument("--retries", type=int, default=2, help="resume a failed arm from its last checkpoint")
     parser.add_argument("--lock", default=None, help="flock this file while each arm runs (e.g. /tmp/rpo_verl_e2e.lock)")
     args = parser.parse_args(argv[:split])
     args.overrides = argv[split + 1:]
