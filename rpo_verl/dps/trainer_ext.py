@@ -50,6 +50,9 @@ logger = logging.getLogger("rpo_verl.dps")
 
 PROMPT_ID_KEY = "dps_prompt_id"
 SNAPSHOT_FILE = "dps_snapshot.npz"
+# Fault injection for tests: kill the scheduler actor at the start of this training step (Ray
+# restarts it from its snapshot; the client retries the next call).
+KILL_ENV = "RPO_VERL_FAULT_KILL_DPS_AT_STEP"
 
 
 def trajectory_accuracy(extra_fields: Any, score: float, accuracy_key: str) -> float:
@@ -141,6 +144,12 @@ class DPSExtension(TrainerExtension):
         if self._dispatched:
             logger.warning("DPS: %d prompts of the previous step were never reported", len(self._dispatched))
         self._reset_step()
+        kill_at = os.environ.get(KILL_ENV)
+        if kill_at and int(kill_at) == self.trainer.global_steps and hasattr(self.client, "handle"):
+            import ray
+
+            ray.kill(self.client.handle, no_restart=False)
+            print(f"[rpo_verl] fault injection ({KILL_ENV}): killed the DPS scheduler at step {self.trainer.global_steps}")
 
     def fetch_prompts(self, num_prompts: int):
         from verl.utils import tensordict_utils as tu

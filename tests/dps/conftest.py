@@ -34,9 +34,9 @@ def write_prompts(path, classes: list[str]) -> str:
     return str(path)
 
 
-def run_main(args: list[str], timeout: float, log_path: Path | None = None) -> subprocess.CompletedProcess:
+def run_main(args: list[str], timeout: float, log_path: Path | None = None, env: dict | None = None):
     """``python -m rpo_verl.main <args>`` in its own process group, killed as a whole on timeout."""
-    env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "rpo_verl.main", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

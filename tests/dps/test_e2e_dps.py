@@ -1,7 +1,8 @@
 """DPS end to end on CPU: verl's real v1 trainer (``python -m rpo_verl.main preset=cpu``), tiny model.
 
 Run A: DPS selector, 4 steps, checkpoints at 2 and 4, rollouts dumped. Run B: A's step-2
-checkpoint copied to a new folder and resumed to step 4. Run C: uniform selector with DAPO
+checkpoint copied to a new folder and resumed to step 4; the scheduler actor is killed at the
+start of step 4 (fault injection) and Ray restarts it from its snapshot. Run C: uniform selector with DAPO
 dynamic sampling (``algorithm.filter_groups``) and RPO (lazy cache), 3 steps.
 
 A and B use ``dps_reward.compute_score_fixed``: a group's accuracy is a function of its prompt
@@ -23,6 +24,7 @@ import torch
 from rpo_verl.dps.config import DPSConfig
 from rpo_verl.dps.core import SchedulerCore
 from rpo_verl.dps.state_io import diff_states, load_state
+from rpo_verl.dps.trainer_ext import KILL_ENV
 from rpo_verl.trainer.metrics_file import read_records, run_files
 from rpo_verl.trainer.trainer import EXTENSION_STATE_FILE
 
@@ -87,7 +89,7 @@ def dps_runs(tiny_model_path, dps_helpers, tmp_path_factory):
     shutil.copytree(a / "global_step_2", b / "global_step_2")
     (b / "latest_checkpointed_iteration.txt").write_text("2")
     resumed = run(_args(dps_helpers, tiny_model_path, train, "compute_score_fixed", b, 4),
-                  timeout=300, log_path=root / "b.log")
+                  timeout=300, log_path=root / "b.log", env={KILL_ENV: "4"})
     assert resumed.returncode == 0, resumed.stdout[-6000:]
     return {"a": a, "b": b, "classes": classes, "first": first, "resumed": resumed}
 
@@ -130,9 +132,10 @@ def test_nan_prompt_stays_at_the_prior(dps_runs):
     assert state["nan_total"] >= 1 and state["sample_counts"][nan_row] >= 1
 
 
-def test_resume_gives_identical_scheduler_arrays(dps_runs, dps_helpers):
-    a, b = dps_runs["a"], dps_runs["b"]
-    assert "the next training step is 3" in dps_runs["resumed"].stdout
+def test_resume_and_actor_restart_give_identical_scheduler_arrays(dps_runs, dps_helpers):
+    a, b, out = dps_runs["a"], dps_runs["b"], dps_runs["resumed"].stdout
+    assert "the next training step is 3" in out
+    assert "killed the DPS scheduler at step 4" in out and "DPS scheduler restored from snapshot" in out
     assert diff_states(_ext_state(a, 4), _ext_state(b, 4)) == []
     for step in (3, 4):
         assert _trained_rows(b, step, dps_helpers["row_pattern"]) == _trained_rows(a, step, dps_helpers["row_pattern"])

@@ -154,8 +154,9 @@ def test_trajectory_accuracy_prefers_acc_then_score_sign():
     assert math.isnan(groups["u2"].rate) and groups["u2"].total == 2
 
 
-def test_accuracy_outside_unit_interval_warns_once_and_uses_sign(make_trainer, caplog):
-    _, ext = make_trainer()
+def test_accuracy_outside_unit_interval_warns_once_and_uses_sign(caplog):
+    ext = object.__new__(DPSExtension)  # only the config and the warn-once flag are used
+    ext.config, ext._range_warned = DPSConfig(enable=True), False
     with caplog.at_level(logging.WARNING, logger="rpo_verl.dps"):
         assert ext._checked([1.0, -1.0, 0.5, math.nan])[:3] == [1.0, 0.0, 0.5]
         ext._checked([-1.0])
