@@ -20,9 +20,10 @@ Per training step (hooks of ``rpo_verl.trainer.trainer.RpoVerlTrainer``, verl's 
 5. Checkpoints: each shard writes ``<global_step_N>/rpo_cache/rpo_cache.shard{k}of{K}.npz`` (and
    points its restart snapshot there); a resumed run loads that folder into a fresh service.
 
-Start-up checks (clear ``ValueError``s): ``extra_info.index`` present and unique over the training
-set; an offline cache whose records do not fit ``data.max_response_length``; a bad cache file
-(``CacheFileError`` from the service).
+Start-up checks (clear ``ValueError``s, raised from the ``worker_class`` hook: the tokenizer and
+training set are loaded, verl's workers not yet started): ``extra_info.index`` present and unique
+over the training set; an offline cache whose records do not fit ``data.max_response_length``; a
+bad cache file (``CacheFileError`` from the service).
 """
 
 from __future__ import annotations
@@ -117,16 +118,17 @@ def check_response_budget(cached_lengths: np.ndarray, response_length: int, over
     lengths = np.asarray(cached_lengths, dtype=np.int64)
     if lengths.size == 0:
         return None
-    too_long = int((lengths >= response_length).sum())
+    # a prefix is at most L - 1 tokens, so records up to response_length always leave room for a suffix
+    too_long = int((lengths > response_length).sum())
     if not too_long:
         return None
     text = (
-        f"{too_long} of {lengths.size} cached responses in {source} have >= data.max_response_length="
+        f"{too_long} of {lengths.size} cached responses in {source} are longer than data.max_response_length="
         f"{response_length} tokens (longest {int(lengths.max())}); the response must hold prefix + suffix, so "
-        "their prompts cannot use a full-length prefix"
+        "long prefixes of them do not fit"
     )
     fix = (
-        f"Fix: raise data.max_response_length (e.g. to {int(lengths.max()) + 1} or more) or rebuild the cache "
+        f"Fix: raise data.max_response_length (e.g. to {int(lengths.max())} or more) or rebuild the cache "
         "with scripts/build_cache.py at this response length."
     )
     if overlong == "error" or too_long * 2 > lengths.size:
@@ -371,6 +373,12 @@ class RPOExtension(TrainerExtension):
             f"{cfg.cache.snapshot_dir})"
         )
         return self.client
+
+    def worker_class(self, role: str, cls: type) -> type:
+        # The earliest hook with the tokenizer and the training set loaded (before verl starts its
+        # workers): a bad index column or cache file fails here, in seconds, not minutes in.
+        self._ensure_service()
+        return cls
 
     def on_init_end(self) -> None:
         self._ensure_service()
