@@ -49,6 +49,8 @@ def overrides(args, method: str, run_dir: str, validate_first: bool) -> list[str
         f"data.train_batch_size={args.batch}", f"actor_rollout_ref.rollout.n={args.n}",
         "actor_rollout_ref.rollout.temperature=1.0",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={args.batch}",
+        # micro-batches of 4 sequences: lower peak memory on a shared 24 GiB machine
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
         f"actor_rollout_ref.actor.optim.lr={args.lr}",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
         "algorithm.rollout_correction.bypass_mode=true",
@@ -163,6 +165,7 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/bench/dps_cpu_run")
     parser.add_argument("--timeout", type=float, default=3600, help="per run, seconds")
     parser.add_argument("--reuse", action="store_true", help="summarise existing runs in --out without training")
+    parser.add_argument("--retries", type=int, default=2, help="re-runs of a method whose run failed")
     parser.add_argument("--lock", default="/tmp/rpo_verl_e2e.lock",
                         help="file locked (flock) around each run so trainer runs never overlap; '' = none")
     args = parser.parse_args()
@@ -181,10 +184,16 @@ def main() -> int:
             os.makedirs(os.path.dirname(run_dir), exist_ok=True)
             cmd = [sys.executable, "-m", "rpo_verl.main", *overrides(args, method, run_dir, validate_first=i == 0)]
             print(f"[dps_cpu_run] {method}: {' '.join(cmd[3:])}", flush=True)
-            with locked(args.lock), open(os.path.join(out, method, "log.txt"), "w") as log:
-                start = time.monotonic()
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
-                walls[method] = time.monotonic() - start
+            for attempt in range(args.retries + 1):
+                # A failed attempt (e.g. Ray's OOM killer while another job shares the machine) starts over.
+                subprocess.run(["rm", "-rf", run_dir])
+                with locked(args.lock), open(os.path.join(out, method, "log.txt"), "w") as log:
+                    start = time.monotonic()
+                    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
+                    walls[method] = time.monotonic() - start
+                if rc == 0:
+                    break
+                print(f"[dps_cpu_run] {method} attempt {attempt + 1} failed (exit {rc})", flush=True)
             if rc != 0:
                 print(f"[dps_cpu_run] {method} failed (exit {rc}); see {out}/{method}/log.txt", flush=True)
                 return rc
