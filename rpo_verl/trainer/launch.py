@@ -234,3 +234,16 @@ def main_with_clean_errors(config: DictConfig) -> None:
     except StartupCheckError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - only Ray's out-of-memory kill is translated
+        from ray.exceptions import OutOfMemoryError
+
+        if isinstance(exc, OutOfMemoryError):  # also Ray's RayTaskError(OutOfMemoryError)
+            lines = str(exc).strip().splitlines()
+            detail = next((line for line in lines if "running low on memory" in line), "")
+            print(f"rpo_verl: Ray stopped the run because the machine ran out of memory. {detail.strip()}\n"
+                  "Fix: free memory (other runs on this machine count too), or use a smaller model, batch "
+                  "(data.train_batch_size, actor_rollout_ref.rollout.n) or micro-batch "
+                  "(actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu). Checkpoints up to the last "
+                  "save are kept; rerun to resume.", file=sys.stderr)
+            sys.exit(3)
+        raise

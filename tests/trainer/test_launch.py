@@ -60,3 +60,18 @@ def test_only_the_sync_v1_trainer_is_accepted(compose_config):
     keys = [p.key for p in launch.trainer_problems(compose_config("trainer.v1.trainer_mode=colocate_async",
                                                                    "trainer.use_v1=false"))]
     assert keys == ["trainer.use_v1", "trainer.v1.trainer_mode"]
+
+
+def test_ray_out_of_memory_becomes_a_short_message(monkeypatch, capsys):
+    import pytest
+    from ray.exceptions import OutOfMemoryError
+
+    def boom(config):
+        raise OutOfMemoryError("4 worker(s) were killed due to the node running low on memory. 22GB used / 23GB")
+
+    monkeypatch.setattr(launch, "launch", boom)
+    with pytest.raises(SystemExit) as info:
+        launch.main_with_clean_errors(None)
+    assert info.value.code == 3
+    err = capsys.readouterr().err
+    assert "ran out of memory" in err and "22GB used" in err and "ppo_micro_batch_size_per_gpu" in err
