@@ -206,15 +206,17 @@ def test_killed_cache_actor_restarts_from_its_snapshot(rpo_runs):
     assert steps[3]["rpo/cache_size"] == 4 and steps[3]["rpo/cache_hit_rate"] == 1  # nothing lost
 
 
-def _offline_cache(model, path, n_prompts=4, length=12):
-    """A cache file as scripts/build_cache.py writes it (random responses of ``length`` tokens)."""
+def _offline_cache(model, path, n_prompts=4, length=12, vocab_shift=0):
+    """A cache file as scripts/build_cache.py writes it (random responses of ``length`` tokens);
+    ``vocab_shift`` != 0 pretends it was built with another tokenizer."""
     from transformers import AutoTokenizer
 
     from rpo_verl.rpo.cache_file import tokenizer_fingerprint
     from rpo_verl.rpo.cache_store import CacheStore
 
-    tok = AutoTokenizer.from_pretrained(model)
-    store = CacheStore((0, n_prompts), 1, fingerprint=tokenizer_fingerprint(tok))
+    fingerprint = tokenizer_fingerprint(AutoTokenizer.from_pretrained(model))
+    fingerprint["vocab_size"] += vocab_shift
+    store = CacheStore((0, n_prompts), 1, fingerprint=fingerprint)
     rng = np.random.default_rng(0)
     store.write_many(np.arange(n_prompts), rng.integers(100, 1000, size=n_prompts * length), [length] * n_prompts,
                      np.zeros(n_prompts), np.zeros(n_prompts, bool), 0)
@@ -261,3 +263,26 @@ def test_rpo_dapo_offline_cache_counts_the_groups_dapo_drops(dapo_run):
         assert m["eff/generated_tokens"] < m["eff/full_path_equiv_tokens"]
         # eps-greedy writes one trajectory per group, dropped groups included
         assert m["rpo/cache_updates"] * N == m["eff/generated_samples"]
+
+
+@pytest.mark.parametrize("problem", ["other_tokenizer", "duplicate_index"])
+def test_bad_cache_file_or_index_fails_at_start_up(inputs, problem):
+    root = inputs["root"] / problem
+    root.mkdir()
+    train, extra = inputs["train"], []
+    if problem == "other_tokenizer":
+        cache = _offline_cache(inputs["model"], root / "cache.npz", vocab_shift=7)
+        extra = ["rpo_verl.rpo.cache.init=offline", f"rpo_verl.rpo.cache.path={cache}"]
+    else:
+        train = _write_prompts(root / "train.parquet", 4)
+        frame = pd.read_parquet(train)
+        frame.at[3, "extra_info"] = {"split": "train", "index": 1}
+        frame.to_parquet(train)
+    args = _args(inputs["model"], train, inputs["val"], root / "run", DENSE_REWARD, 1, *extra)
+    rc, out, _ = _run(args, root / "run.log", timeout=300)
+    assert rc != 0
+    if problem == "other_tokenizer":
+        assert "built with another tokenizer" in out and "vocab_size" in out
+    else:
+        assert "extra_info.index is not unique over the training set" in out
+    assert "WorkerDict" not in out  # failed before verl started its training workers
