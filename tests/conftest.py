@@ -1,6 +1,21 @@
-"""Shared pytest set-up: GPU tests are skipped where no CUDA device is present."""
+"""Shared pytest set-up: GPU tests are skipped where no CUDA device is present, and the helpers the
+end-to-end tests share (the tiny model, prompt files, running a command in its own session under a
+hard timeout). Helpers are handed out as fixtures because the suite runs in pytest's importlib mode."""
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
 import pytest
+
+from rpo_verl.models.paths import default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -16,3 +31,117 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+def write_add_prompts(path, n: int, seed: int = 0, split: str = "test") -> str:
+    """``n`` one-line addition prompts in verl's RL parquet format (``extra_info.index`` = row)."""
+    rows = []
+    for i in range(n):
+        a, b = (seed + 3 * i) % 10, (seed + 7 * i + 1) % 10
+        rows.append({
+            "data_source": "rpo_verl_test/add",
+            "prompt": [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(a + b)},
+            "extra_info": {"split": split, "index": i},
+        })
+    pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL the process group ``pid`` and anything else left in its session (Ray's processes)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == pid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run_session(cmd: list[str], timeout: float, log_path=None, env: dict | None = None, kill_when=None,
+                kill_delay: float = 1.0):
+    """Run ``cmd`` from the repo root in a new session, output to ``log_path`` (a temporary file if
+    None). Past ``timeout`` the whole session is killed and the test fails (a Ray hang must not
+    block CI); ``kill_when`` (a path, or a callable returning True) SIGKILLs it on purpose
+    ``kill_delay`` seconds after it becomes true (time for a file that just appeared to be complete).
+    Returns a ``CompletedProcess`` (``stdout`` = the output) with ``killed`` set."""
+    if log_path is None:
+        log_path = Path(tempfile.mkstemp(prefix="rpo_verl_run_", suffix=".log")[1])
+    full_env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1", **(env or {}))
+    should_kill = kill_when if callable(kill_when) or kill_when is None else Path(kill_when).exists
+    killed = False
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    kill_session(proc.pid)
+                    pytest.fail(f"{' '.join(map(str, cmd[:4]))} ... did not finish within {timeout:.0f} s (hang?); "
+                                f"log {log_path}:\n{Path(log_path).read_text()[-6000:]}")
+                if should_kill is not None and should_kill():
+                    time.sleep(kill_delay)
+                    kill_session(proc.pid)
+                    proc.wait()
+                    killed = True
+                    break
+                time.sleep(0.2)
+        finally:
+            kill_session(proc.pid)  # also reaps Ray processes a crashed run left behind
+    result = subprocess.CompletedProcess(cmd, proc.returncode, Path(log_path).read_text(), "")
+    result.killed = killed
+    return result
+
+
+def run_main(args: list[str], timeout: float, log_path=None, env: dict | None = None, kill_when=None):
+    """``python -m rpo_verl.main <args>`` through :func:`run_session`."""
+    return run_session([sys.executable, "-m", "rpo_verl.main", *args], timeout, log_path, env, kill_when)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path():
+    path = default_model_path(tiny=True)
+    if not (path / "config.json").exists():
+        pytest.skip(f"{path} missing: run `python scripts/prepare_model.py --tiny`")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def add_prompts():
+    """``add_prompts(path, n, seed=0, split="test")`` writes addition prompts, returns the path."""
+    return write_add_prompts
+
+
+@pytest.fixture(scope="session")
+def rpo_main():
+    """``rpo_main(args, timeout, log_path=None, env=None, kill_when=None)`` runs
+    ``python -m rpo_verl.main`` (see ``run_session``)."""
+    return run_main
+
+
+@pytest.fixture(scope="session")
+def run_in_session():
+    """``run_in_session(cmd, timeout, log_path=None, env=None, kill_when=None, kill_delay=1.0)``."""
+    return run_session
+
+
+def compose(*overrides: str):
+    """rpo_verl's composed config (rpo_trainer.yaml over verl's ppo_trainer.yaml)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("rpo_verl.config", version_base=None):
+        return hydra_compose("rpo_trainer", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """``compose_config(*overrides)`` -> rpo_verl's composed DictConfig (tests/config caches its own)."""
+    return compose

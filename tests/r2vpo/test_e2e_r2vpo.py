@@ -9,16 +9,10 @@ has 2 mini-batches. Step 3 replays from the buffer restored from the checkpoint 
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from rpo_verl.models.paths import default_model_path
 from rpo_verl.trainer.metrics_file import read_records, run_files
 
 pytestmark = pytest.mark.e2e
@@ -27,37 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 DENSE_REWARD = REPO / "tests" / "trainer" / "dense_reward.py"
 BATCH, N, RESPONSE = 2, 4, 16
 CORE = ("lambda", "v_hat", "soft_clip_frac", "ratio_min", "ratio_max", "lambda_start", "lambda_end")
-
-
-def _prompts(path: Path, n: int, seed: int = 0) -> str:
-    rows = []
-    for i in range(n):
-        a, b = (seed + 3 * i) % 10, (seed + 7 * i + 1) % 10
-        rows.append({
-            "data_source": "rpo_verl_test/add",
-            "prompt": [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}],
-            "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": str(a + b)},
-            "extra_info": {"split": "test", "index": i},
-        })
-    pd.DataFrame(rows).to_parquet(path)
-    return str(path)
-
-
-def _run(args: list[str], timeout: float, log_path: Path) -> subprocess.CompletedProcess:
-    """``python -m rpo_verl.main`` in its own process group, killed as a whole on timeout."""
-    env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rpo_verl.main", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        log_path.write_text(out)
-        pytest.fail(f"rpo_verl.main did not finish within {timeout:.0f} s (hang?); last output:\n{out[-6000:]}")
-    log_path.write_text(out)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
 def _args(model, train, run_dir, steps):
@@ -79,16 +42,14 @@ def _args(model, train, run_dir, steps):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    model = default_model_path(tiny=True)
-    if not (model / "config.json").exists():
-        pytest.skip(f"{model} missing: run `python scripts/prepare_model.py --tiny`")
+def runs(tmp_path_factory, tiny_model_path, add_prompts, rpo_main):
+    model = tiny_model_path
     root = tmp_path_factory.mktemp("e2e_r2vpo")
-    train = _prompts(root / "train.parquet", 16)
+    train = add_prompts(root / "train.parquet", 16)
     run_dir = root / "run"
-    first = _run(_args(model, train, run_dir, 2), timeout=420, log_path=root / "first.log")
+    first = rpo_main(_args(model, train, run_dir, 2), timeout=420, log_path=root / "first.log")
     assert first.returncode == 0, first.stdout[-6000:]
-    resumed = _run(_args(model, train, run_dir, 3), timeout=300, log_path=root / "resumed.log")
+    resumed = rpo_main(_args(model, train, run_dir, 3), timeout=300, log_path=root / "resumed.log")
     assert resumed.returncode == 0, resumed.stdout[-6000:]
     steps = {s: m for s, m in read_records(run_files(str(run_dir / "metrics.jsonl"))) if "training/global_step" in m}
     return {"dir": run_dir, "steps": steps, "resumed": resumed}

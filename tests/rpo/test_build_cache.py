@@ -3,10 +3,7 @@ model through verl's standalone HF rollout server, interrupted (SIGKILL) and res
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,55 +70,28 @@ def _prompts(path, n):
     return str(path)
 
 
-def _kill_session(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == pid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def _build(out, train, model, log, *extra, kill_when_parts=None, timeout=300):
+def _build(run, out, train, model, log, *extra, kill_when_parts=None, timeout=300):
+    """scripts/build_cache.py on ``train`` (6 prompts); with ``kill_when_parts`` it is SIGKILLed once
+    that many parts are on disk. ``run`` is the ``run_in_session`` fixture."""
     args = [sys.executable, "scripts/build_cache.py", "--out", str(out), "--limit", "6", *extra, "--",
             "preset=cpu", f"actor_rollout_ref.model.path={model}", f"data.train_files={train}",
             f"data.val_files={train}", "data.max_prompt_length=64", "data.max_response_length=16",
             f"reward.custom_reward_function.path={REPO / 'tests' / 'trainer' / 'dense_reward.py'}"]
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        deadline, killed = time.monotonic() + timeout, False
-        try:
-            while proc.poll() is None:
-                assert time.monotonic() < deadline, f"build_cache hung; log {log}:\n{Path(log).read_text()[-4000:]}"
-                parts = list(Path(parts_dir_for(str(out))).glob("part_*.npz"))
-                if kill_when_parts and len(parts) >= kill_when_parts:
-                    _kill_session(proc.pid)
-                    proc.wait()
-                    killed = True
-                    break
-                time.sleep(0.2)
-        finally:
-            _kill_session(proc.pid)
-    return proc.returncode, Path(log).read_text(), killed
+
+    def enough_parts():
+        return bool(kill_when_parts) and len(list(Path(parts_dir_for(str(out))).glob("part_*.npz"))) >= kill_when_parts
+
+    result = run(args, timeout, log_path=log, kill_when=enough_parts, kill_delay=0.0)  # parts are atomic
+    return result.returncode, result.stdout, result.killed
 
 
 @pytest.mark.e2e
-def test_build_cache_interrupted_then_resumed(tmp_path):
-    from rpo_verl.models.paths import default_model_path
-
-    model = default_model_path(tiny=True)
-    if not (model / "config.json").exists():
-        pytest.skip(f"{model} missing: run `python scripts/prepare_model.py --tiny`")
+def test_build_cache_interrupted_then_resumed(tmp_path, tiny_model_path, run_in_session):
+    model = tiny_model_path
     train = _prompts(tmp_path / "train.parquet", 8)
     out = tmp_path / "cache.npz"
     small = ["--part-size", "2", "--concurrency", "2"]
-    rc, log, killed = _build(out, train, model, tmp_path / "first.log", *small, kill_when_parts=1)
+    rc, log, killed = _build(run_in_session, out, train, model, tmp_path / "first.log", *small, kill_when_parts=1)
     assert killed, f"finished (rc={rc}) before the first part was written:\n{log[-4000:]}"
     assert not out.exists()
     first_parts = sorted(Path(parts_dir_for(str(out))).glob("part_*.npz"))
@@ -129,7 +99,7 @@ def test_build_cache_interrupted_then_resumed(tmp_path):
     kept = {p.name: p.read_bytes() for p in first_parts}
     done_before = {int(i) for p in first_parts for i in np.load(p)["prompt_id"]}
 
-    rc, log, _ = _build(out, train, model, tmp_path / "resumed.log", *small)
+    rc, log, _ = _build(run_in_session, out, train, model, tmp_path / "resumed.log", *small)
     assert rc == 0, log[-4000:]
     assert f"6 prompts, {len(done_before)} already done" in log and f"{6 - len(done_before)} to generate" in log
     assert all((Path(parts_dir_for(str(out))) / name).read_bytes() == data for name, data in kept.items())
@@ -142,8 +112,8 @@ def test_build_cache_interrupted_then_resumed(tmp_path):
 
     # per-prompt seeds: one uninterrupted build with other batching gives the same responses
     other = tmp_path / "other.npz"
-    rc, log, _ = _build(other, train, model, tmp_path / "other.log", "--part-size", "6", "--concurrency", "6",
-                        "--clean")
+    rc, log, _ = _build(run_in_session, other, train, model, tmp_path / "other.log", "--part-size", "6",
+                        "--concurrency", "6", "--clean")
     assert rc == 0, log[-4000:]
     ref = read_cache_file(str(other))
     for key in ("prompt_id", "length", "tokens", "reward"):

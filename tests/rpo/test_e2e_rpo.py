@@ -13,18 +13,12 @@ Runs (each a ``python -m rpo_verl.main`` subprocess in its own session, killed a
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from rpo_verl.models.paths import default_model_path
 from rpo_verl.rpo.cache_file import read_cache_file
 from rpo_verl.trainer.metrics_file import read_records
 
@@ -37,61 +31,14 @@ BATCH, N, RESPONSE, STEPS = 2, 4, 16, 4
 CACHE_FILE = Path("global_step_4") / "rpo_cache" / "rpo_cache.shard0of1.npz"
 
 
-def _write_prompts(path, n, seed=0):
-    rows = []
-    for i in range(n):
-        a, b = (seed + 3 * i) % 10, (seed + 7 * i + 1) % 10
-        rows.append({
-            "data_source": "rpo_verl_test/add",
-            "prompt": [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}],
-            "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": str(a + b)},
-            "extra_info": {"split": "train", "index": i},
-        })
-    pd.DataFrame(rows).to_parquet(path)
-    return str(path)
+def _runner(rpo_main):
+    """``run(args, log_path, timeout, env=None, kill_when=None)`` -> (returncode, output, killed)."""
 
+    def run(args, log_path, timeout, env=None, kill_when=None):
+        result = rpo_main(args, timeout, log_path=log_path, env=env, kill_when=kill_when)
+        return result.returncode, result.stdout, result.killed
 
-def _kill_session(pid: int) -> None:
-    """SIGKILL the run's process group and anything else left in its session (Ray's processes)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == pid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def _run(args, log_path, timeout, env=None, kill_when=None):
-    """``python -m rpo_verl.main args`` in a new session; with ``kill_when`` (a path) the run is
-    SIGKILLed once that file exists (and has been complete for a moment)."""
-    full_env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1", **(env or {}))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "rpo_verl.main", *args], cwd=REPO, env=full_env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        killed = False
-        try:
-            while proc.poll() is None:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"rpo_verl.main did not finish within {timeout} s; log: {log_path}\n"
-                                + Path(log_path).read_text()[-5000:])
-                if kill_when is not None and Path(kill_when).exists():
-                    time.sleep(1.0)  # torch.save of the tiny state has finished by then
-                    _kill_session(proc.pid)
-                    proc.wait()
-                    killed = True
-                    break
-                time.sleep(0.5)
-        finally:
-            _kill_session(proc.pid)  # also reaps Ray processes a crashed run left behind
-    out = Path(log_path).read_text()
-    return proc.returncode, out, killed
+    return run
 
 
 def _args(model, train, val, run_dir, reward, steps, *extra):
@@ -123,18 +70,16 @@ def _state(path):
 
 
 @pytest.fixture(scope="session")
-def inputs(tmp_path_factory):
-    model = default_model_path(tiny=True)
-    if not (model / "config.json").exists():
-        pytest.skip(f"{model} missing: run `python scripts/prepare_model.py --tiny`")
+def inputs(tmp_path_factory, tiny_model_path, add_prompts, rpo_main):
     folder = tmp_path_factory.mktemp("rpo_prompts")
-    return {"model": str(model), "train": _write_prompts(folder / "train.parquet", 4),
-            "val": _write_prompts(folder / "val.parquet", 2, seed=5), "root": tmp_path_factory.mktemp("rpo_e2e")}
+    return {"model": tiny_model_path, "train": add_prompts(folder / "train.parquet", 4, split="train"),
+            "val": add_prompts(folder / "val.parquet", 2, seed=5, split="train"),
+            "root": tmp_path_factory.mktemp("rpo_e2e"), "run": _runner(rpo_main)}
 
 
 @pytest.fixture(scope="session")
 def rpo_runs(inputs):
-    root = inputs["root"]
+    root, _run = inputs["root"], inputs["run"]
     common = (inputs["model"], inputs["train"], inputs["val"])
     a_dir, b_dir = root / "straight", root / "killed"
     rc, out_a, _ = _run(_args(*common, a_dir, DENSE_REWARD, STEPS), root / "a.log", timeout=420)
@@ -241,7 +186,7 @@ def dapo_run(inputs):
         "+reward.reward_kwargs.overlong_buffer_cfg.log=false",
         "trainer.test_freq=0", "trainer.save_freq=0",
     )
-    rc, out, _ = _run(args, inputs["root"] / "dapo.log", timeout=420)
+    rc, out, _ = inputs["run"](args, inputs["root"] / "dapo.log", timeout=420)
     assert rc == 0, out[-6000:]
     return run_dir, out
 
@@ -274,12 +219,12 @@ def test_bad_cache_file_or_index_fails_at_start_up(inputs, problem):
         cache = _offline_cache(inputs["model"], root / "cache.npz", vocab_shift=7)
         extra = ["rpo_verl.rpo.cache.init=offline", f"rpo_verl.rpo.cache.path={cache}"]
     else:
-        train = _write_prompts(root / "train.parquet", 4)
-        frame = pd.read_parquet(train)
+        frame = pd.read_parquet(inputs["train"])
         frame.at[3, "extra_info"] = {"split": "train", "index": 1}
+        train = str(root / "train.parquet")
         frame.to_parquet(train)
     args = _args(inputs["model"], train, inputs["val"], root / "run", DENSE_REWARD, 1, *extra)
-    rc, out, _ = _run(args, root / "run.log", timeout=300)
+    rc, out, _ = inputs["run"](args, root / "run.log", timeout=300)
     assert rc != 0
     if problem == "other_tokenizer":
         assert "built with another tokenizer" in out and "vocab_size" in out

@@ -8,7 +8,6 @@ a hard timeout, so a Ray hang fails instead of blocking CI.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
