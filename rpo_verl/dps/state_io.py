@@ -7,13 +7,13 @@ array under its ``/``-joined key, everything else in a JSON entry ``__meta__``. 
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from rpo_verl.utils.atomic_files import atomic_write_npz
 
 META_KEY = "__meta__"
 FORMAT = "rpo_verl.dps.state/1"
@@ -62,21 +62,8 @@ def save_state(path: str, state: dict) -> None:
     """Write ``state`` to ``path`` atomically."""
     arrays: dict = {}
     meta = _split(state, "", arrays)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays, **{META_KEY: np.frombuffer(json.dumps({"format": FORMAT, "state": meta}).encode(), np.uint8)})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dps_state.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    header = json.dumps({"format": FORMAT, "state": meta}).encode()
+    atomic_write_npz(path, {**arrays, META_KEY: np.frombuffer(header, np.uint8)})
 
 
 def load_state(path: str) -> dict:

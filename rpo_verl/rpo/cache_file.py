@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import Optional
@@ -59,22 +58,6 @@ def fingerprint_mismatches(expected: dict, found: dict) -> list[str]:
         if expected.get(key) != found.get(key):
             problems.append(f"{key}: expected {expected.get(key)!r}, file has {found.get(key)!r}")
     return problems
-
-
-def atomic_write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)  # a file object: numpy does not append ".npz"
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_cache_file(path: str) -> dict:

@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from typing import Optional
 
 import numpy as np
 
-from rpo_verl.rpo.cache_file import CacheFileError, atomic_write_npz, fingerprint_mismatches
+from rpo_verl.rpo.cache_file import CacheFileError, fingerprint_mismatches
+from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 from rpo_verl.rpo.cache_store import CacheStore
 
 logger = logging.getLogger(__name__)
@@ -54,10 +54,7 @@ class PartsDir:
                 previous = json.load(handle)
             self._check_same(previous)
         else:
-            fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.settings, handle, indent=1, sort_keys=True)
-            os.replace(tmp, manifest)
+            atomic_write_json(manifest, self.settings, indent=1, sort_keys=True)
 
     def _check_same(self, previous: dict) -> None:
         problems = fingerprint_mismatches(previous.get("tokenizer") or {}, self.settings.get("tokenizer") or {})

@@ -23,14 +23,14 @@ import glob
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
 
 from rpo_verl.rpo.batches import PrefixBatch, UpdateBatch
-from rpo_verl.rpo.cache_file import CacheFileError, atomic_write_npz, read_cache_file
+from rpo_verl.rpo.cache_file import CacheFileError, read_cache_file
+from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 from rpo_verl.rpo.cache_store import CacheStore
 from rpo_verl.rpo.config import RPOConfig
 from rpo_verl.rpo.prefix import OVERLONG_FULL_PATH, OVERLONG_SHORTENED, newline_table, plan_cuts
@@ -333,11 +333,7 @@ class CacheService:
         pointer = self._pointer_path()
         if pointer is None:
             return
-        os.makedirs(os.path.dirname(pointer), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(pointer), suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"path": os.path.abspath(path)}, handle)
-        os.replace(tmp, pointer)
+        atomic_write_json(pointer, {"path": os.path.abspath(path)})
 
     def _latest_pointer(self) -> Optional[str]:
         pointer = self._pointer_path()

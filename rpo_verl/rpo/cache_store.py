@@ -34,10 +34,10 @@ from rpo_verl.rpo.cache_file import (
     FORMAT_NAME,
     FORMAT_VERSION,
     STATE_COLUMNS,
-    atomic_write_npz,
     check_state,
     read_cache_file,
 )
+from rpo_verl.utils.atomic_files import atomic_write_npz
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Small helpers shared by rpo_verl's components (no Ray, Hydra or vLLM)."""
