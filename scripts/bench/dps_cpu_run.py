@@ -47,6 +47,9 @@ def overrides(args, method: str, run_dir: str, validate_first: bool) -> list[str
         f"actor_rollout_ref.model.path={args.model}",
         f"data.train_files={args.train}", f"data.val_files={args.val}",
         f"data.train_max_samples={args.train_max}", f"data.val_max_samples={args.val_max}",
+        # verl draws the train_max / val_max subsets at random unless data.seed is set: every
+        # method must train on the same prompt pool and be validated on the same prompts
+        f"data.seed={args.seed}",
         "data.max_prompt_length=128", f"data.max_response_length={args.response}",
         f"data.train_batch_size={args.batch}", f"actor_rollout_ref.rollout.n={args.n}",
         "actor_rollout_ref.rollout.temperature=1.0",
