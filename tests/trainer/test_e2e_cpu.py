@@ -50,7 +50,10 @@ def tiny_runs(tiny_model_path, prompt_files, dense_reward, rpo_main, tmp_path_fa
     first = rpo_main(_args(tiny_model_path, train, val, dense_reward, run_dir, 2), timeout=420, log_path=run_dir.parent / "first.log")
     assert first.returncode == 0, first.stdout[-6000:]
     first_records = read_records(run_files(str(run_dir / "metrics.jsonl")))
-    resumed = rpo_main(_args(tiny_model_path, train, val, dense_reward, run_dir, 3, "trainer.val_before_train=false"),
+    # the resumed run also trains with a KL loss: verl's reference model (a forward-only FSDP2
+    # engine, CPU-offloaded by verl) must build and run on CPU
+    resumed = rpo_main(_args(tiny_model_path, train, val, dense_reward, run_dir, 3, "trainer.val_before_train=false",
+                             "actor_rollout_ref.actor.use_kl_loss=true"),
                        timeout=300, log_path=run_dir.parent / "resumed.log")
     assert resumed.returncode == 0, resumed.stdout[-6000:]
     return {"dir": run_dir, "first": first, "first_records": first_records, "resumed": resumed}
@@ -99,6 +102,11 @@ def test_resume_continues_at_next_step(tiny_runs):
     # the resumed run logged step 3 only, into a new file; the first run's file was kept
     assert sorted(_steps(read_records([str(run_dir / "metrics.jsonl")]))) == [3]
     assert sorted(_steps(read_records([str(run_dir / "metrics.1.jsonl")]))) == [1, 2]
+
+
+def test_reference_model_runs_on_cpu(tiny_runs):
+    (m,) = _steps(read_records([str(tiny_runs["dir"] / "metrics.jsonl")])).values()
+    assert m["timing_s/ref"] > 0 and "actor/kl_loss" in m
 
 
 def test_summary_covers_the_whole_run(tiny_runs, tmp_path):

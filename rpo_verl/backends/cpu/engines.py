@@ -4,7 +4,10 @@ verl registers ``FSDPEngineWithLMHead`` (language_model) and ``FSDPEngineWithVal
 (value_model) for backends fsdp/fsdp2 on devices cuda/npu only; ``EngineRegistry.get_engine_cls``
 looks engines up by the platform's device name, so on the CPU platform it finds nothing. Here:
 
-* backend ``fsdp2`` on ``cpu`` -> the unchanged verl engine (``fully_shard`` works with gloo);
+* backend ``fsdp2`` on ``cpu`` -> a subclass of verl's engine that changes one thing: verl gives
+  forward-only engines (the reference model) ``CPUOffloadPolicy(pin_memory=True)``, and pinning host
+  memory needs an accelerator ("Cannot access accelerator device"). On CPU the "offloaded" copy is
+  the working copy, so the policy stays but unpinned; everything else is verl's engine (gloo works);
 * backend ``fsdp`` on ``cpu`` -> a subclass that refuses at construction with the settings to
   change: FSDP1 needs an accelerator (``FullyShardedDataParallel(device_id=...)``). Mapping it
   silently to FSDP2 would leave ``actor.strategy`` saying one thing while running another.
@@ -54,14 +57,35 @@ def _refusing_fsdp1(engine_cls: type) -> type:
     return type(f"CPURefuses{engine_cls.__name__}", (engine_cls,), {"__init__": __init__, "__module__": __name__})
 
 
+def _unpinned_offload(engine_cls: type, module) -> type:
+    """A subclass of ``engine_cls`` whose FSDP2 wrapping uses unpinned CPU offload (see above)."""
+    policy_cls = module.CPUOffloadPolicy
+
+    class UnpinnedCPUOffloadPolicy(policy_cls):
+        def __init__(self, pin_memory: bool = False):
+            super().__init__(pin_memory=False)
+
+    def _build_fsdp_module(self, fsdp_module):
+        # verl reads CPUOffloadPolicy from its module globals inside this call; swap it for the call only
+        module.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
+        try:
+            return engine_cls._build_fsdp_module(self, fsdp_module)
+        finally:
+            module.CPUOffloadPolicy = policy_cls
+
+    return type(f"CPU{engine_cls.__name__}", (engine_cls,),
+                {"_build_fsdp_module": _build_fsdp_module, "__module__": __name__})
+
+
 def _register_from(module) -> None:
     from verl.workers.engine.base import EngineRegistry
 
+    cpu_classes = {name: _unpinned_offload(getattr(module, name), module) for name in set(ENGINE_CLASSES.values())}
     for (model_type, backend), class_name in ENGINE_CLASSES.items():
         existing = EngineRegistry._engines.get(model_type, {}).get(backend, {})
         if DEVICE in existing:  # idempotent; EngineRegistry.register asserts on duplicates
             continue
-        engine_cls = getattr(module, class_name)
+        engine_cls = cpu_classes[class_name]
         if backend == REFUSED_BACKEND:
             engine_cls = _refusing_fsdp1(engine_cls)
         EngineRegistry.register(model_type=model_type, backend=backend, device=DEVICE)(engine_cls)

@@ -20,8 +20,10 @@ def test_all_cpu_engines_registered(registry):
 
     assert engines.is_registered()
     assert REGISTRATIONS["engine"] == engines.ENGINE_NAMES
-    assert registry._engines["language_model"]["fsdp2"]["cpu"] is FSDPEngineWithLMHead
-    assert registry._engines["value_model"]["fsdp2"]["cpu"] is FSDPEngineWithValueHead
+    for model_type, verl_cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
+        cpu_cls = registry._engines[model_type]["fsdp2"]["cpu"]
+        # verl's engine with only the FSDP2 wrapping step overridden (unpinned CPU offload)
+        assert issubclass(cpu_cls, verl_cls) and set(vars(cpu_cls)) - {"__module__", "__doc__"} == {"_build_fsdp_module"}
     # verl's own cuda/npu registrations are untouched.
     assert registry._engines["language_model"]["fsdp2"]["cuda"] is FSDPEngineWithLMHead
 
@@ -29,7 +31,7 @@ def test_all_cpu_engines_registered(registry):
 def test_lookup_by_platform_device(registry, cpu_platform):
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
-    assert registry.get_engine_cls("language_model", "fsdp2") is FSDPEngineWithLMHead
+    assert issubclass(registry.get_engine_cls("language_model", "fsdp2"), FSDPEngineWithLMHead)
 
 
 @pytest.mark.parametrize("model_type", ["language_model", "value_model"])
@@ -52,3 +54,28 @@ def test_register_is_idempotent(registry):
     finally:
         engines._hook_registered = True
     assert engines.is_registered()
+
+
+def test_forward_only_engines_offload_unpinned_on_cpu():
+    """verl gives the reference model CPUOffloadPolicy(pin_memory=True), which needs an accelerator;
+    the CPU engine builds it unpinned during the wrapping step only and restores verl's name after."""
+    import types
+
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    from rpo_verl.backends.cpu.engines import _unpinned_offload
+
+    module = types.SimpleNamespace(CPUOffloadPolicy=CPUOffloadPolicy)
+    seen = []
+
+    class FakeEngine:
+        def _build_fsdp_module(self, fsdp_module):  # what verl does for forward-only engines
+            policy = module.CPUOffloadPolicy(pin_memory=True)
+            seen.append((isinstance(policy, CPUOffloadPolicy), policy.pin_memory, fsdp_module))
+            raise RuntimeError("boom")  # the swap is undone on errors too
+
+    engine = _unpinned_offload(FakeEngine, module)()
+    with pytest.raises(RuntimeError, match="boom"):
+        engine._build_fsdp_module("model")
+    assert seen == [(True, False, "model")]
+    assert module.CPUOffloadPolicy is CPUOffloadPolicy
