@@ -48,13 +48,13 @@ FSDP1_ON_CPU_MESSAGE = (
 _hook_registered = False
 
 
-def _refusing_fsdp1(engine_cls: type) -> type:
+def _refusing_fsdp1(engine_cls: type, verl_name: str) -> type:
     """A subclass of ``engine_cls`` (EngineRegistry requires a BaseEngine) that refuses to start."""
 
     def __init__(self, *args, **kwargs):
         raise ValueError(FSDP1_ON_CPU_MESSAGE)
 
-    return type(f"CPURefuses{engine_cls.__name__}", (engine_cls,), {"__init__": __init__, "__module__": __name__})
+    return type(f"CPURefuses{verl_name}", (engine_cls,), {"__init__": __init__, "__module__": __name__})
 
 
 def _unpinned_offload(engine_cls: type, module) -> type:
@@ -87,7 +87,7 @@ def _register_from(module) -> None:
             continue
         engine_cls = cpu_classes[class_name]
         if backend == REFUSED_BACKEND:
-            engine_cls = _refusing_fsdp1(engine_cls)
+            engine_cls = _refusing_fsdp1(engine_cls, class_name)
         EngineRegistry.register(model_type=model_type, backend=backend, device=DEVICE)(engine_cls)
 
 

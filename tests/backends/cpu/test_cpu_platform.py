@@ -25,8 +25,8 @@ def test_fresh_process_importing_only_verl_selects_cpu_platform_and_verl_helpers
     assert report["device_flops"] == pytest.approx(0.448)  # verl's FLOPS table entry "CPU", in TFLOPS
     assert report["rng_restored"], "verl's checkpoint RNG save/restore did not round-trip on CPU"
     # EngineRegistry lookup by the platform's device name.
-    assert report["engine_fsdp2"] == "FSDPEngineWithLMHead"
-    assert report["value_engine_fsdp2"] == "FSDPEngineWithValueHead"
+    assert report["engine_fsdp2"] == "CPUFSDPEngineWithLMHead"  # verl's engine, unpinned offload
+    assert report["value_engine_fsdp2"] == "CPUFSDPEngineWithValueHead"
     assert report["engine_fsdp"] == "CPURefusesFSDPEngineWithLMHead"
     # The process-group fix reaches the name TrainingWorker calls, and is needed.
     assert report["pg_fix_installed"] and report["worker_init_is_fix"]
