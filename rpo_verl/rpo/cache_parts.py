@@ -19,8 +19,8 @@ from typing import Optional
 import numpy as np
 
 from rpo_verl.rpo.cache_file import CacheFileError, fingerprint_mismatches
-from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 from rpo_verl.rpo.cache_store import CacheStore
+from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 
 logger = logging.getLogger(__name__)
 

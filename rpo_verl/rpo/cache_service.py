@@ -30,11 +30,11 @@ import numpy as np
 
 from rpo_verl.rpo.batches import PrefixBatch, UpdateBatch
 from rpo_verl.rpo.cache_file import CacheFileError, read_cache_file
-from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 from rpo_verl.rpo.cache_store import CacheStore
 from rpo_verl.rpo.config import RPOConfig
 from rpo_verl.rpo.prefix import OVERLONG_FULL_PATH, OVERLONG_SHORTENED, newline_table, plan_cuts
 from rpo_verl.rpo.update_policy import choose_writes
+from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 
 logger = logging.getLogger(__name__)
 
