@@ -453,6 +453,16 @@ def check_r2vpo(config: DictConfig) -> list[Problem]:
     return startup_problems(config)
 
 
+def check_rpo(config: DictConfig) -> list[Problem]:
+    """RPO settings that clash with the rest of the config (rpo_verl/rpo/config.py)."""
+    from rpo_verl.rpo.config import cross_config_problems
+
+    try:
+        return [Problem("rpo", key, message) for key, message in cross_config_problems(config)]
+    except (ValueError, TypeError):
+        return []  # a bad rpo_verl.rpo value is reported by the feature validation, naming its key
+
+
 CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "model": check_model,
     "data": check_data,
@@ -463,6 +473,7 @@ CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "memory": check_memory,
     "logger": check_logger,
     "r2vpo": check_r2vpo,
+    "rpo": check_rpo,
 }
 
 

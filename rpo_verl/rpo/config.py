@@ -128,3 +128,30 @@ def rpo_config_from_trainer_config(trainer_config) -> RPOConfig:
     if root is not None:
         section = root.get("rpo", None)
     return build_config(RPOConfig, section, "rpo_verl.rpo")
+
+
+def cross_config_problems(config) -> list[tuple[str, str]]:
+    """Settings outside ``rpo_verl.rpo`` that RPO cannot work with: ``(key, message)`` pairs.
+
+    With ``loss.include_prefix=true`` the prefix tokens are under the loss, but they were not sampled
+    in this rollout, so there are no behaviour log-probs for them (the agent loop fills 0.0). Any
+    setting that takes the rollout's log-probs as the old/behaviour policy would then compute
+    ratios ``exp(log π − 0)`` on the prefix: the trainer must recompute the old log-probs instead.
+    """
+    from omegaconf import OmegaConf
+
+    rpo = rpo_config_from_trainer_config(config)
+    if not (rpo.enable and rpo.loss.include_prefix):
+        return []
+    problems = []
+    correction = "algorithm.rollout_correction"
+    if OmegaConf.select(config, f"{correction}.bypass_mode", default=False):
+        problems.append((f"{correction}.bypass_mode", "true takes the rollout's log-probs as the old policy, but with "
+                         "rpo_verl.rpo.loss.include_prefix=true the cached prefix tokens have none (they were not "
+                         "sampled now). Fix: bypass_mode=false (the trainer recomputes them) or include_prefix=false."))
+    for key in ("rollout_is", "rollout_rs"):
+        if OmegaConf.select(config, f"{correction}.{key}", default=None):
+            problems.append((f"{correction}.{key}", "importance weights against the rollout's log-probs are undefined "
+                             "on the cached prefix tokens that rpo_verl.rpo.loss.include_prefix=true puts under the "
+                             f"loss. Fix: {correction}.{key}=null or include_prefix=false."))
+    return problems

@@ -168,6 +168,20 @@ def test_logger_package_missing(compose_config):
     assert problem.key == "trainer.logger" and "wandb" in problem.message
 
 
+@pytest.mark.parametrize("override, key", [
+    ("algorithm.rollout_correction.bypass_mode=true", "algorithm.rollout_correction.bypass_mode"),
+    ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.rollout_is"),
+    ("algorithm.rollout_correction.rollout_rs=token_k1", "algorithm.rollout_correction.rollout_rs"),
+])
+def test_rpo_prefix_under_the_loss_needs_recomputed_old_log_probs(compose_config, override, key):
+    rpo = ("rpo_verl.rpo.enable=true", "rpo_verl.rpo.cache.init=lazy")
+    (problem,) = checks.check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true", override))
+    assert problem.key == key and "include_prefix" in problem.message
+    # The suffix-only loss (default) has rollout log-probs for every token under the loss.
+    assert checks.check_rpo(compose_config(*rpo, override)) == []
+    assert checks.check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true")) == []
+
+
 def test_skip_checks(compose_config):
     cfg = compose_config("preset=cpu")
     assert "actor_rollout_ref.model.path" in _keys(run_checks(cfg))

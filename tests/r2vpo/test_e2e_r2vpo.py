@@ -81,9 +81,10 @@ def test_replayed_rows_are_trained(runs):
         assert m["r2vpo/replay_mean_age"] >= 1.0
         # The stale rows reached the loss (r2vpo_stale = 1) with a ratio taken against their
         # behaviour log-probs from an earlier policy: non-zero stale variance.
+        # (Whether it exceeds the fresh rows' variance depends on the sampled data: fresh rows in
+        # the second mini-batch are off-policy too after the first update at lr 1e-2. The ordering
+        # is tested deterministically in test_r2vpo_loss.py and test_r2vpo_verl_integration.py.)
         assert m["r2vpo/stale_token_share"] > 0 and m["r2vpo/v_hat_stale"] > 0
-        # Replayed rows are spread over both mini-batches; their policy is older than the fresh rows'.
-        assert m["r2vpo/v_hat_stale"] > m["r2vpo/v_hat_fresh"]
     assert "r2vpo/v_hat_stale" not in first or first["r2vpo/stale_token_share"] == 0
 
 

@@ -109,6 +109,10 @@ def test_lazy_cache_seeds_then_suffix_rollouts_save_tokens(rpo_runs):
         assert m["eff/gen_tokens"] == m["eff/generated_tokens"]  # the loss mask covers the suffix only
         assert m["rpo/cache_updates"] >= 0 and m["rpo/prefix_lookups"] == BATCH  # validation never asks
         assert m["actor/grad_norm"] > 0
+        # The server's log-probs of the suffix tokens (generated after prompt ⊕ prefix) equal the
+        # trainer's recomputed ones at the same positions: the prefix sits where the loss expects it.
+        assert m["training/rollout_probs_diff_valid"] == 1
+        assert m["training/rollout_probs_diff_max"] < 1e-3, m["training/rollout_probs_diff_max"]
     m = steps[4]
     assert m["eff/generated_tokens_total"] < m["eff/full_path_equiv_tokens_total"]
     assert m["eff/rollout_time_s"] > 0 and m["eff/train_time_s"] > 0 and 0 < m["eff/rollout_time_frac"] < 1
