@@ -2,6 +2,7 @@
 """Full-path GRPO vs RPO-GRPO (and, with --dapo, DAPO vs RPO-DAPO) in one invocation, on CPU.
 
     python scripts/bench/rpo_vs_full.py --out runs/bench/rpo_vs_full [--steps 8 --batch 4 --n 4 --dapo]
+        [--cache-temperature 0.9 --rpo-override rpo_verl.rpo.cache.update=best ...]
         [-- extra Hydra overrides for every arm]
 
 Every arm is ``python -m rpo_verl.main preset=cpu`` with the same model (SmolLM2-135M-Instruct),
@@ -59,6 +60,11 @@ def parse_args():
     p.add_argument("--ratio-lo", type=float, default=0.5)
     p.add_argument("--ratio-hi", type=float, default=0.9)
     p.add_argument("--slack", type=int, default=16)
+    p.add_argument("--cache-temperature", type=float, default=0.9,
+                   help="offline cache sampling temperature (paper 0.9; 0 = greedy)")
+    p.add_argument("--cache-top-p", type=float, default=0.9)
+    p.add_argument("--rpo-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hydra override for the RPO arms only (repeatable), e.g. rpo_verl.rpo.cache.update=best")
     p.add_argument("--dapo", action="store_true", help="also DAPO vs RPO-DAPO")
     p.add_argument("--fresh", action="store_true", help="rerun arms whose results exist")
     args = p.parse_args(argv[:split])
@@ -112,6 +118,7 @@ def rpo_overrides(a, cache: Path) -> list[str]:
         f"rpo_verl.rpo.cache.seed={a.seed}", "rpo_verl.rpo.prefix.mode=ratio",
         f"rpo_verl.rpo.prefix.ratio_lo={a.ratio_lo}", f"rpo_verl.rpo.prefix.ratio_hi={a.ratio_hi}",
         f"rpo_verl.rpo.prefix.slack={a.slack}",
+        *a.rpo_override,
     ]
 
 
@@ -230,14 +237,15 @@ def main() -> int:
                             text=True).stdout.strip()
     common = common_overrides(a)
 
-    # 1. RPO's offline cache (one response per training prompt, initial policy, T=0.9, top-p 0.9)
+    # 1. RPO's offline cache (one response per training prompt, initial policy; paper: T=0.9, top-p 0.9)
     cache = out / "cache" / "arith_cache.npz"
     build = {"path": str(cache)}
     if a.fresh and cache.parent.exists():
         shutil.rmtree(cache.parent)
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)
-        build["wall_s"] = run([sys.executable, "scripts/build_cache.py", "--out", str(cache), "--", *common],
+        build["wall_s"] = run([sys.executable, "scripts/build_cache.py", "--out", str(cache),
+                               "--temperature", str(a.cache_temperature), "--top-p", str(a.cache_top_p), "--", *common],
                               out / "build_cache.log", dict(os.environ, PYTHONUNBUFFERED="1"))
     from rpo_verl.rpo.cache_file import read_cache_file
 
