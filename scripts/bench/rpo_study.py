@@ -8,10 +8,11 @@ data, seed, steps and validation set) in ``<out>/<variant>``; finished invocatio
 Variants (all: 8 steps x 4 prompts x 4 samples, ratio cut keeping 50-90 %, eps-greedy update):
 
 * ``paper_cache_seed{0,1,2}``: offline cache sampled as in the paper (T 0.9, top-p 0.9);
-* ``greedy_cache``, ``greedy_cache_seed1``: offline cache decoded greedily (the initial policy's
-  most likely path, which is what greedy validation measures);
+* ``greedy_cache``: offline cache decoded greedily (the initial policy's most likely path, which is
+  what greedy validation measures);
 * ``include_prefix``: paper cache, prefix tokens under the loss (the paper's released code), old
-  log-probs recomputed by the trainer (``bypass_mode=false``).
+  log-probs recomputed by the trainer (``bypass_mode=false``);
+* ``paper_cache_lr1e-5``: paper cache, learning rate 1e-5 instead of 3e-5 (both arms).
 
 Writes ``<out>/rpo_study.json`` (per variant: the two arms' validation accuracy per step, mean
 validation accuracy over the steps after 0, final delta in points, token and rollout-time ratios)
@@ -34,8 +35,8 @@ VARIANTS = {
     "paper_cache_seed1": ["--seed", "1"],
     "paper_cache_seed2": ["--seed", "2"],
     "greedy_cache": ["--cache-temperature", "0"],
-    "greedy_cache_seed1": ["--cache-temperature", "0", "--seed", "1"],
     "include_prefix": PREFIX_ON_LOSS,
+    "paper_cache_lr1e-5": ["--lr", "1e-5"],
 }
 
 

@@ -269,8 +269,10 @@ def main() -> int:
             print(f"[rpo_vs_full] running {name} ...", flush=True)
             wall = run([sys.executable, "-m", "rpo_verl.main", *common, *extra, *train_overrides(a, run_dir)],
                        out / f"{name}.log", bench_env(dropped))
-            done_file.write_text(json.dumps({"wall_s": wall}))
-        results[name] = arm_result(name, run_dir, dropped, json.loads(done_file.read_text())["wall_s"])
+            done_file.write_text(json.dumps({"wall_s": wall, "commit": commit}))
+        done = json.loads(done_file.read_text())
+        results[name] = arm_result(name, run_dir, dropped, done["wall_s"])
+        results[name]["commit"] = done.get("commit")  # a reused arm ran at its own commit
         r = results[name]
         print(f"[rpo_vs_full] {name}: tokens {sum(r['generated_tokens']):.0f}, rollout {sum(r['rollout_s']):.1f} s, "
               f"steps {sum(r['step_s']):.1f} s, val {r['val_acc']}", flush=True)
