@@ -50,6 +50,7 @@ def summarise(report: dict) -> dict:
 
     return {
         "commit": report["commit"], "command": report["command"],
+        "arm_commits": {name: arm.get("commit") for name, arm in report["arms"].items()},
         "cache_correct_frac": report["cache_build"]["correct_frac"],
         "cache_mean_length": report["cache_build"]["mean_length"],
         "val_acc_grpo": grpo["val_acc"], "val_acc_rpo": rpo["val_acc"],
