@@ -17,7 +17,9 @@ Measurement (``rpo_bench_hooks.py``, loaded in every arm's processes): verl's re
 interval lowered from 2 s to 0.05 s so that the rollout phase (``timing_s/gen``) is not rounded to
 2 s steps; tokens of groups the replay buffer drops (DAPO) are counted. Generated tokens per step
 = ``eff/gen_tokens`` (response_mask sum of the trained batch: suffixes only under RPO) + dropped
-groups' response_mask sums.
+groups' response_mask sums (baseline arms); ``eff/generated_tokens`` (RPO arms: the extension's
+count of generated suffix tokens, dropped groups included, which stays right when
+``rpo_verl.rpo.loss.include_prefix=true`` puts the prefix under the response mask).
 
 Writes ``<out>/rpo_vs_full.json`` (per-step values, totals and ratios RPO/baseline) and
 ``<out>/rpo_vs_full.png``. Arms already finished in ``<out>`` are reused (``--fresh`` reruns them).
@@ -177,6 +179,9 @@ def arm_result(name: str, run_dir: Path, dropped_file: Path, wall_s: float) -> d
         out["cache_hit_rate"] = [float(steps[s]["rpo/cache_hit_rate"]) for s in order]
         out["zero_variance_group_frac"] = [float(steps[s]["rpo/zero_variance_group_frac"]) for s in order]
         out["suffix_truncation_rate"] = [float(steps[s].get("rpo/suffix_truncation_rate", 0.0)) for s in order]
+        # The response_mask sum counts the cached prefix as well under include_prefix=true; the
+        # extension counts the tokens actually generated (dropped groups included).
+        out["loss_tokens"], out["generated_tokens"] = gen, out["rpo_generated_tokens"]
     return out
 
 
