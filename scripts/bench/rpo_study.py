@@ -7,12 +7,14 @@ Each variant is one ``scripts/bench/rpo_vs_full.py`` invocation (GRPO and RPO-GR
 data, seed, steps and validation set) in ``<out>/<variant>``; finished invocations are reused.
 Variants (all: 8 steps x 4 prompts x 4 samples, ratio cut keeping 50-90 %, eps-greedy update):
 
-* ``paper_cache_seed{0,1,2}``: offline cache sampled as in the paper (T 0.9, top-p 0.9);
+* ``paper_cache_seed{1,2}``: offline cache sampled as in the paper (T 0.9, top-p 0.9) (seed 0 is
+  ``rpo_vs_full.py``'s default run);
 * ``greedy_cache``: offline cache decoded greedily (the initial policy's most likely path, which is
   what greedy validation measures);
 * ``include_prefix``: paper cache, prefix tokens under the loss (the paper's released code), old
   log-probs recomputed by the trainer (``bypass_mode=false``);
-* ``paper_cache_lr1e-5``: paper cache, learning rate 1e-5 instead of 3e-5 (both arms).
+* ``paper_cache_lr1e-5``, ``include_prefix_lr1e-5``: the same at learning rate 1e-5 instead of 3e-5
+  (both arms).
 
 Writes ``<out>/rpo_study.json`` (per variant: the two arms' validation accuracy per step, mean
 validation accuracy over the steps after 0, final delta in points, token and rollout-time ratios)
@@ -31,12 +33,12 @@ REPO = Path(__file__).resolve().parents[2]
 PREFIX_ON_LOSS = ["--rpo-override", "rpo_verl.rpo.loss.include_prefix=true",
                   "--rpo-override", "algorithm.rollout_correction.bypass_mode=false"]
 VARIANTS = {
-    "paper_cache_seed0": ["--seed", "0"],
     "paper_cache_seed1": ["--seed", "1"],
     "paper_cache_seed2": ["--seed", "2"],
     "greedy_cache": ["--cache-temperature", "0"],
     "include_prefix": PREFIX_ON_LOSS,
     "paper_cache_lr1e-5": ["--lr", "1e-5"],
+    "include_prefix_lr1e-5": ["--lr", "1e-5", *PREFIX_ON_LOSS],
 }
 
 
