@@ -10,8 +10,11 @@ die() { echo "[rpo_verl-slurm] ERROR: $*" >&2; exit 1; }
 slurm_nodes() {
   local nodelist=${1:-${SLURM_JOB_NODELIST:-}}
   [ -n "$nodelist" ] || die "SLURM_JOB_NODELIST is empty: run this inside an allocation (sbatch/salloc)"
-  mapfile -t NODES < <(scontrol show hostnames "$nodelist")
-  [ "${#NODES[@]}" -gt 0 ] || die "'scontrol show hostnames $nodelist' listed no hosts"
+  local hosts
+  hosts=$(scontrol show hostnames "$nodelist") ||
+    die "'scontrol show hostnames $nodelist' failed (see its message above): cannot list the job's nodes"
+  mapfile -t NODES <<< "$hosts"
+  [ -n "$hosts" ] && [ "${#NODES[@]}" -gt 0 ] || die "'scontrol show hostnames $nodelist' listed no hosts"
 }
 
 # GPUs per node from Slurm's variables: SLURM_GPUS_ON_NODE (a number) or SLURM_GPUS_PER_NODE
