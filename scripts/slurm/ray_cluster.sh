@@ -29,6 +29,22 @@ slurm_gpus_per_node() {
   fi
 }
 
+# Ray's token authentication, one mode for every process of the job. Ray (2.5x) turns it on for
+# `ray start --head` whenever a token file exists (~/.ray/auth_token, which any local ray.init()
+# writes), but `ray status` and `ray.init(address=...)` follow RAY_AUTH_MODE only: without this the
+# head demands a token that the status poll and the trainer never send ("InvalidAuthToken").
+# An explicit RAY_AUTH_MODE is kept; the exported value reaches every srun step.
+ray_auth_mode() {
+  if [ -z "${RAY_AUTH_MODE:-}" ]; then
+    if [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
+      RAY_AUTH_MODE=token
+    else
+      RAY_AUTH_MODE=disabled
+    fi
+  fi
+  export RAY_AUTH_MODE
+}
+
 # First IPv4 address of a node, asked on the node itself (hostname -I may list several).
 node_ip() {
   local node=$1 out a

@@ -120,6 +120,8 @@ def test_every_node_gets_ray_and_recipe_runs_on_head_with_overrides(cluster):
         "trainer.nnodes=3",
         "trainer.n_gpus_per_node=4",
         "trainer.resume_mode=auto",
+        "ray_kwargs.ray_init.num_cpus=null",
+        "++ray_kwargs.ray_init.num_gpus=null",
         "trainer.total_training_steps=5",
         "algorithm.adv_estimator=grpo",
     ]
@@ -359,3 +361,21 @@ def test_shellcheck_clean():
         [shellcheck, "-x", str(SBATCH), str(SUBMIT), str(LIB)], capture_output=True, text=True, cwd=ROOT
     )
     assert res.returncode == 0, res.stdout
+
+
+@pytest.mark.parametrize(
+    ("token_file", "env", "mode"),
+    [(False, {}, "disabled"), (True, {}, "token"), (True, {"RAY_AUTH_MODE": "disabled"}, "disabled"),
+     (False, {"RAY_AUTH_TOKEN": "abc"}, "token")],
+    ids=["no-token", "token-file", "explicit-mode-kept", "token-env"],
+)
+def test_ray_auth_mode_is_one_explicit_value(tmp_path, token_file, env, mode):
+    # `ray start --head` turns token auth on when ~/.ray/auth_token exists, `ray status` and
+    # ray.init(address=...) only when RAY_AUTH_MODE=token: the launcher exports one mode for all.
+    if token_file:
+        (tmp_path / ".ray").mkdir()
+        (tmp_path / ".ray" / "auth_token").write_text("x" * 64)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    out = subprocess.run(["bash", "-c", f'source "{LIB}"; ray_auth_mode; bash -c \'echo "$RAY_AUTH_MODE"\''],
+                         env={**base, "HOME": str(tmp_path), **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == mode

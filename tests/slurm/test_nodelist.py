@@ -42,7 +42,10 @@ def test_node_list_expands_to_one_element_per_node(slurm_conf, nodelist):
 
 
 def test_scontrol_failure_is_reported(slurm_conf):
-    env = dict(slurm_conf.env, SLURM_CONF=str(slurm_conf.dir / "missing.conf"))
+    # A configuration scontrol rejects (a missing one would first try a DNS SRV lookup for a minute).
+    broken = slurm_conf.dir / "broken.conf"
+    broken.write_text("NodeName=x\n")
+    env = dict(slurm_conf.env, SLURM_CONF=str(broken))
     script = f'source "{LIB}"; slurm_nodes "gpu[1-2]"'
     out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
