@@ -45,6 +45,13 @@ ray_auth_mode() {
   export RAY_AUTH_MODE
 }
 
+# Prefix for every command run with srun. Slurm's gres/gpu sets CUDA_VISIBLE_DEVICES and
+# ROCR_VISIBLE_DEVICES (the same list) in each step, and verl's workers refuse both at once
+# ("Please don't set ROCR_VISIBLE_DEVICES when HIP/CUDA_VISIBLE_DEVICES is set"; verl converts a
+# lone ROCR_VISIBLE_DEVICES itself), so the step drops ROCR_VISIBLE_DEVICES when CUDA's is set.
+# shellcheck disable=SC2016,SC2034  # expanded inside the step; used by rpo_verl.sbatch
+IN_STEP=(bash -c '[ -z "${CUDA_VISIBLE_DEVICES:-}" ] || unset ROCR_VISIBLE_DEVICES; exec "$@"' rpo_verl_step)
+
 # First IPv4 address of a node, asked on the node itself (hostname -I may list several).
 node_ip() {
   local node=$1 out a

@@ -379,3 +379,17 @@ def test_ray_auth_mode_is_one_explicit_value(tmp_path, token_file, env, mode):
     out = subprocess.run(["bash", "-c", f'source "{LIB}"; ray_auth_mode; bash -c \'echo "$RAY_AUTH_MODE"\''],
                          env={**base, "HOME": str(tmp_path), **env}, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == mode
+
+
+@pytest.mark.parametrize(
+    ("env", "left"),
+    [({"CUDA_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": "0,1"}, "cuda=0,1 rocr="),
+     ({"ROCR_VISIBLE_DEVICES": "2"}, "cuda= rocr=2"), ({}, "cuda= rocr=")],
+    ids=["slurm-gpu-step", "rocr-only", "none"],
+)
+def test_steps_drop_rocr_visible_devices_next_to_cuda(env, left):
+    # Slurm's gres/gpu sets both in a step; verl's workers refuse both at once.
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_VISIBLE_DEVICES")}
+    cmd = f'source "{LIB}"; "${{IN_STEP[@]}}" bash -c \'echo "cuda=$CUDA_VISIBLE_DEVICES rocr=$ROCR_VISIBLE_DEVICES"\''
+    out = subprocess.run(["bash", "-c", cmd], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == left

@@ -95,7 +95,7 @@ def test_head_and_worker_commands_for_gpu_001_004_007(slurm_conf, tmp_path):
     assert all("--address=10.0.0.1:6390" in w and "--num-gpus=8" in w and "--block" in w for w in workers)
     # Every `ray start` ran through `srun -w <that node>`.
     for node in LISTS["gpu[001-004,007]"]:
-        assert any(c.startswith("srun ") and f"-w {node} ray start" in c for c in calls), node
+        assert any(c.startswith("srun ") and f"-w {node} " in c and " ray start " in c for c in calls), node
     assert "waiting up to 20s for 5 node(s) with 40 GPU(s)" in stderr
     assert "Ray cluster ready: 5 node(s), 40 GPU(s)" in stderr
     assert recipe[:3] == ["arg trainer.nnodes=5", "arg trainer.n_gpus_per_node=8", "arg trainer.resume_mode=auto"]
