@@ -1,7 +1,8 @@
 """End to end through a real Slurm: scripts/slurm/submit.sh submits recipes/quickstart_cpu.sh (the
-tiny random model, 2-3 steps) to the two-node test cluster of conftest.py; the job script starts a
-Ray head with `srun -w node1` and a Ray worker with `srun -w node2`, and runs verl's real trainer on
-them (trainer.nnodes=2, one logical GPU per node).
+tiny random model, 2-3 steps) to the two-node test cluster of conftest.py. On two nodes the job
+script starts a Ray head with `srun -w node1` and a Ray worker with `srun -w node2`, and runs verl's
+real trainer on them (trainer.nnodes=2, one logical GPU per node); the failing and the requeued job
+use one node.
 
 Checked as a user would: `scontrol show job` (JobState, ExitCode, StdOut, Restarts) and the
 jobcomp/filetxt record Slurm writes when a job ends (sacct needs slurmdbd, not installed here), the
@@ -43,8 +44,8 @@ class Submitter:
     def ray_dir(self, name: str) -> Path:
         return self.cluster.dir / f"ray-{name}"  # short: Ray's socket paths must stay < 108 characters
 
-    def submit(self, name: str, *overrides: str, **env) -> tuple[str, Path, Path]:
-        """Submit the CPU recipe as job ``name``; returns (job id, CKPT_DIR, LOG_DIR)."""
+    def submit(self, name: str, *overrides: str, nnodes: int = 2, **env) -> tuple[str, Path, Path]:
+        """Submit the CPU recipe as job ``name`` on ``nnodes`` nodes; returns (job id, CKPT_DIR, LOG_DIR)."""
         ckpt, logs = self.base / name / "ckpt", self.base / name / "logs"
         ray_args = (f"--num-cpus=16 --temp-dir={self.ray_dir(name)} --object-store-memory=300000000 "
                     "--disable-usage-stats")
@@ -52,7 +53,7 @@ class Submitter:
             self.cluster.env,
             PATH=f"{Path(sys.executable).parent}:{self.cluster.env['PATH']}",
             PYTHON=sys.executable,
-            RECIPE=RECIPE, NNODES="2", GPUS_PER_NODE="1", JOB_NAME=name, CKPT_DIR=str(ckpt), LOG_DIR=str(logs),
+            RECIPE=RECIPE, NNODES=str(nnodes), GPUS_PER_NODE="1", JOB_NAME=name, CKPT_DIR=str(ckpt), LOG_DIR=str(logs),
             RPO_VERL_MODEL=self.model, RPO_VERL_TRAIN=self.train, RPO_VERL_VAL=self.val, RPO_VERL_RUN=str(ckpt),
             # A port and temp dir of its own: other Ray clusters on the machine are left alone.
             RAY_PORT=str(_free_port()), RAY_START_ARGS=ray_args, RAY_WAIT_INTERVAL="2", RAY_WAIT_TIMEOUT="180",
@@ -107,7 +108,8 @@ def submitter(slurm_cluster, tiny_model_path, add_prompts, tmp_path_factory):
 
 
 def test_failing_job_shows_exit_code_and_log_location(submitter, slurm_cluster):
-    job, _, logs = submitter.submit("failing", "trainer.total_training_steps=1", "rpo_verl.no_such_key=1", *TINY)
+    job, _, logs = submitter.submit("failing", "trainer.total_training_steps=1", "rpo_verl.no_such_key=1", *TINY,
+                                    nnodes=1)
     info = slurm_cluster.wait_job(job, JOB_TIMEOUT)
     assert info["JobState"] == "FAILED", info
     assert info["ExitCode"] != "0:0" and info["ExitCode"].endswith(":0"), info  # the recipe's exit code
@@ -157,7 +159,9 @@ def test_metrics_and_checkpoint_written(completed, submitter):
 
 
 def test_time_limit_signal_requeues_and_resumes_from_checkpoint(submitter, slurm_cluster):
-    job, ckpt, _ = submitter.submit("requeue", "trainer.total_training_steps=3", *TINY)
+    # One node (one trainer process): the multi-node start-up is test_job_completes's; this is the
+    # requeue, and half the processes keep it inside a shared 2-core machine's memory.
+    job, ckpt, _ = submitter.submit("requeue", "trainer.total_training_steps=3", *TINY, nnodes=1)
     latest = ckpt / "latest_checkpointed_iteration.txt"
     end = time.monotonic() + JOB_TIMEOUT
     while not latest.exists():  # wait for the first checkpoint (step 1)
