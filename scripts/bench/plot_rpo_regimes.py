@@ -84,7 +84,8 @@ def plot(points: list[dict], path: Path, max_cut: int = 24) -> None:
         ax_step.scatter(xs, [q["step_time_floor"] for q in mine], marker="_", s=300, color="black")
     lo = min(q["mean_response_tokens"] for q in points)
     hi = max(q["mean_response_tokens"] for q in points)
-    grid = np.geomspace(max(1.0, lo / 2), max(hi * 2, lo * 4), 100)
+    span = (min(8.0, lo / 1.5), max(1000.0, hi * 1.5))  # always show the one-line to long-chain range
+    grid = np.geomspace(*span, 100)
     ideal = np.minimum(1.0, (max_cut + 1) / 2 / grid)
     ax_tok.plot(grid, ideal, "--", color="gray", label=f"tail cut ideal, max_cut={max_cut}")
     ax_tok.axhline(0.10, color="red", lw=0.8, ls=":", label="goal <= 0.10")
@@ -92,6 +93,7 @@ def plot(points: list[dict], path: Path, max_cut: int = 24) -> None:
     ax_step.scatter([], [], marker="_", s=300, color="black", label="floor: GRPO's non-rollout share")
     for ax, title in ((ax_tok, "generated tokens, RPO / GRPO"), (ax_step, "step time, RPO / GRPO")):
         ax.set_xscale("log")
+        ax.set_xlim(*span)
         ax.set_xlabel("GRPO mean response length (tokens)")
         ax.set_ylim(0, 1.2)
         ax.set_title(title)
