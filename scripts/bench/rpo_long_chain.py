@@ -142,6 +142,20 @@ def build_cache(a, seed: int, folder: Path) -> dict:
     return info
 
 
+DIAGNOSTICS = ("rpo/prefix_age_mean", "rpo/prefix_age_max", "rpo/zero_variance_group_frac", "rpo/cache_correct_frac",
+               "response_length/mean")
+
+
+def with_diagnostics(series: dict, run_dir: Path) -> dict:
+    """Add the per-step item-5 diagnostics the run logged (prefix age, zero-variance groups, ...)."""
+    steps, _ = rpo_vs_full.read_steps(run_dir / "metrics.jsonl")
+    order = sorted(steps)
+    for key in DIAGNOSTICS:
+        if order and all(key in steps[s] for s in order):
+            series[f"diag:{key}"] = [float(steps[s][key]) for s in order]
+    return series
+
+
 def verl_runner(a) -> Callable[[int, str, Path], dict]:
     """``runner(seed, arm, folder) -> rpo_vs_full.arm_result(...)``: one real training run."""
 
@@ -153,7 +167,7 @@ def verl_runner(a) -> Callable[[int, str, Path], dict]:
         cmd = [sys.executable, "-m", "rpo_verl.main", *rpo_vs_full.common_overrides(s), *extra,
                *rpo_vs_full.train_overrides(s, run_dir)]
         wall = rpo_vs_full.run(cmd, folder / f"{arm}.log", rpo_vs_full.bench_env(dropped))
-        return rpo_vs_full.arm_result(arm, run_dir, dropped, wall)
+        return with_diagnostics(rpo_vs_full.arm_result(arm, run_dir, dropped, wall), run_dir)
 
     return runner
 

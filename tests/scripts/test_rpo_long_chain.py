@@ -50,7 +50,8 @@ class FakeRunner:
             lines.append({"step": step, "data": m})
         lines.append({"step": self.steps, "data": {acc: 0.5 if arm == "grpo" else 0.25 + 0.25 * seed}})
         (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-        return self.lc.rpo_vs_full.arm_result(arm, run_dir, folder / f"{arm}.dropped.jsonl", 1.0)
+        series = self.lc.rpo_vs_full.arm_result(arm, run_dir, folder / f"{arm}.dropped.jsonl", 1.0)
+        return self.lc.with_diagnostics(series, run_dir)
 
 
 def _args(lc, tmp_path, *extra):
@@ -92,6 +93,8 @@ def test_results_schema_and_values(lc, tmp_path):
     assert s["val_acc_delta_points"]["mean"] == pytest.approx((-25 + 0) / 2)
     details = json.loads((tmp_path / "out" / "rpo_long_chain.details.json").read_text())
     assert set(details["series"]) == {"0/grpo", "0/rpo", "1/grpo", "1/rpo"} and set(details["caches"]) == {"0", "1"}
+    assert details["series"]["0/rpo"]["diag:rpo/zero_variance_group_frac"] == [0.5, 0.5]
+    assert "diag:rpo/zero_variance_group_frac" not in details["series"]["0/grpo"]
 
 
 def test_finished_runs_are_skipped_and_a_failure_resumes(lc, tmp_path):
