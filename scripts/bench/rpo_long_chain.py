@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -99,9 +100,19 @@ def ensure_data(a) -> None:
         raise SystemExit(f"wrote {train.parent}/{{train,val}}.parquet; pass those paths as --train/--val")
 
 
+MICRO_BATCH_KEYS = ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+                    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu")
+
+
 def arm_args(a, seed: int) -> argparse.Namespace:
-    """The Namespace ``rpo_vs_full.common_overrides`` / ``train_overrides`` read, for one seed."""
-    return argparse.Namespace(**{**vars(a), "seed": seed})
+    """The Namespace ``rpo_vs_full.common_overrides`` / ``train_overrides`` read, for one seed.
+
+    The CPU preset's micro-batches of 8 must divide the step's ``batch x n`` samples; unless the
+    extra overrides set them, they become ``gcd(batch x n, 8)`` (8 for the campaign's 64 samples).
+    """
+    micro = math.gcd(a.batch * a.n, 8)
+    fixed = [f"{key}={micro}" for key in MICRO_BATCH_KEYS if not any(x.startswith(f"{key}=") for x in a.extra)]
+    return argparse.Namespace(**{**vars(a), "seed": seed, "extra": [*fixed, *a.extra]})
 
 
 def rpo_overrides(a, seed: int, cache: Path) -> list[str]:

@@ -131,6 +131,11 @@ def test_rpo_overrides_and_bad_arguments(lc, tmp_path):
     assert a.extra == ["trainer.foo=1"] and a.seed_list == [0, 1]
     common = lc.rpo_vs_full.common_overrides(lc.arm_args(a, 2))
     assert "data.seed=2" in common and "data.max_response_length=320" in common and common[-1] == "trainer.foo=1"
+    assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4" in common  # gcd(2 x 2, 8)
+    mine = lc.parse_args(["--", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"])
+    common = lc.rpo_vs_full.common_overrides(lc.arm_args(mine, 0))
+    assert [x for x in common if "micro_batch" in x] == ["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+                                                        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
     with pytest.raises(SystemExit):
         lc.parse_args(["--seeds", ""])
     with pytest.raises(SystemExit):
