@@ -3,6 +3,8 @@
 
   python scripts/prepare_data.py arith [--n-train 2048 --n-val 256 --seed 0 --steps 1 --max-operand 9]
       -> ~/.cache/rpo_verl/data/arith/{train,val}.parquet
+  python scripts/prepare_data.py arith --style reasoning     # long-chain task: 1-3 additions, step by step
+      -> ~/.cache/rpo_verl/data/arith_reasoning/{train,val}.parquet
   python scripts/prepare_data.py gsm8k --input ~/datasets/gsm8k --split train [--split test]
       -> ~/.cache/rpo_verl/data/gsm8k/train.parquet   (also: math, dapo, math500, aime24, amc23)
   python scripts/prepare_data.py check FILE.parquet [FILE ...]    # validate existing verl files
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from rpo_verl.data import DATASETS, ArithConfig, BadRowsError, check_files, convert_dataset, default_data_dir
 from rpo_verl.data import prepare_arith, write_parquet
-from rpo_verl.data.arith import PLAIN_INSTRUCTION
+from rpo_verl.data.arith import task_config
 
 
 def main() -> int:
@@ -28,10 +30,15 @@ def main() -> int:
     a.add_argument("--n-train", type=int, default=2048)
     a.add_argument("--n-val", type=int, default=256)
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--steps", type=int, default=ArithConfig.steps, help="operations per problem")
+    a.add_argument("--style", choices=("oneline", "reasoning"), default="oneline",
+                   help="oneline: one-line answer with the expression given (default); reasoning: step-by-step "
+                   "chain ending 'Final answer: N', 1-3 additions per problem unless --steps/--steps-max/--ops say")
+    a.add_argument("--steps", type=int, default=None, help="operations per problem (oneline: 1, reasoning: 1)")
+    a.add_argument("--steps-max", type=int, default=None,
+                   help="difficulty mix: operations drawn uniformly from steps..steps-max (reasoning: 3)")
     a.add_argument("--min-operand", type=int, default=ArithConfig.min_operand)
     a.add_argument("--max-operand", type=int, default=ArithConfig.max_operand)
-    a.add_argument("--ops", default=",".join(ArithConfig.ops), help="comma list of add,sub,mul")
+    a.add_argument("--ops", default=None, help="comma list of add,sub,mul (default: add)")
     a.add_argument("--plain", action="store_true", help="harder prompt: do not show the expression to complete")
     a.add_argument("--out", type=Path, default=None)
     for name, spec in DATASETS.items():
@@ -47,10 +54,11 @@ def main() -> int:
 
     try:
         if args.command == "arith":
-            extra = {"instruction": PLAIN_INSTRUCTION} if args.plain else {}
-            cfg = ArithConfig(steps=args.steps, min_operand=args.min_operand, max_operand=args.max_operand,
-                              ops=tuple(args.ops.split(",")), **extra)
-            for path in prepare_arith(args.out, args.n_train, args.n_val, args.seed, cfg).values():
+            cfg = task_config(args.style, args.plain, steps=args.steps, steps_max=args.steps_max,
+                              min_operand=args.min_operand, max_operand=args.max_operand,
+                              ops=tuple(args.ops.split(",")) if args.ops else None)
+            out = args.out or (default_data_dir("arith_reasoning") if args.style == "reasoning" else None)
+            for path in prepare_arith(out, args.n_train, args.n_val, args.seed, cfg).values():
                 print(path)
         elif args.command == "check":
             for path, report in check_files(args.files).items():

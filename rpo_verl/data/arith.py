@@ -8,17 +8,29 @@ temperature 1: pass@1 0.21 with 58% of 4-sample groups partially solved at the d
 addition, operands 1-9), where free-form working or a bare number scored ~6% (BENCHMARKS.md,
 ``scripts/bench/calibrate_task.py``). ``instruction`` is a template with the fields {name}, {item},
 {expr}; ``PLAIN_INSTRUCTION`` (no expression given) is the harder variant.
+
+``style="reasoning"`` is the long-chain variant (issue 14, ``reasoning_config()``): the prompt asks
+for step-by-step reasoning and a last line ``Final answer: N`` (``REASONING_INSTRUCTION``), and each
+problem draws its number of operations uniformly from ``steps..steps_max`` (1-3 by default there),
+so the model writes chains of ~100-300 tokens that RPO can cut short. The grader
+(``rpo_verl.reward.extract.extract_tagged_answer``) reads the number after the last ``\\boxed{}`` or
+answer tag ("Final answer:", "answer is"), whichever comes last, and falls back to the last number.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Optional
 
 DATA_SOURCE = "rpo_verl/arith"
 ABILITY = "math"
 HINT_INSTRUCTION = "Reply with one line in this form: '{name} has {expr} = N {item}. Answer: N', where N is the number."
 PLAIN_INSTRUCTION = "Write the calculation in one short sentence, then finish with 'Answer: <number>'."
+REASONING_INSTRUCTION = (
+    "Explain your reasoning step by step, then write the final answer on the last line as 'Final answer: N'."
+)
+STYLE_INSTRUCTIONS = {"oneline": HINT_INSTRUCTION, "reasoning": REASONING_INSTRUCTION}
 
 NAMES = ["Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Ben", "Lily", "Max", "Emma", "Noah", "Ella"]
 ITEMS = ["apples", "pens", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "toys"]
@@ -26,18 +38,29 @@ ITEMS = ["apples", "pens", "stickers", "marbles", "books", "cookies", "cards", "
 
 @dataclass(frozen=True)
 class ArithConfig:
-    """Difficulty knobs. ``steps`` changes of size ``min_operand..max_operand`` applied to a start amount."""
+    """Difficulty knobs. ``steps`` changes of size ``min_operand..max_operand`` applied to a start amount.
+
+    ``steps_max`` (default: ``steps``) makes a difficulty mix: each problem draws its number of
+    changes uniformly from ``steps..steps_max``. ``style`` only labels the rows (``extra_info.style``);
+    the prompt is ``instruction`` (use ``reasoning_config()`` for the long-chain task).
+    """
 
     steps: int = 1
+    steps_max: Optional[int] = None
     min_operand: int = 1
     max_operand: int = 9
     ops: tuple[str, ...] = ("add",)  # any of add, sub, mul (add+sub: pass@1 0.17 vs 0.21 for add alone)
     instruction: str = HINT_INSTRUCTION  # a template: {name}, {item}, {expr}
     names: tuple[str, ...] = field(default=tuple(NAMES), repr=False)
+    style: str = "oneline"  # oneline | reasoning
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError("steps: must be >= 1")
+        if self.steps_max is not None and self.steps_max < self.steps:
+            raise ValueError(f"steps_max: must be >= steps ({self.steps}), got {self.steps_max}")
+        if self.style not in STYLE_INSTRUCTIONS:
+            raise ValueError(f"style: choose from {', '.join(STYLE_INSTRUCTIONS)} (got {self.style!r})")
         if not 0 <= self.min_operand <= self.max_operand:
             raise ValueError("min_operand/max_operand: need 0 <= min_operand <= max_operand")
         unknown = set(self.ops) - {"add", "sub", "mul"}
@@ -49,13 +72,35 @@ class ArithConfig:
             raise ValueError(f"instruction: only the fields {{name}}, {{item}}, {{expr}} are allowed ({exc})") from exc
 
 
+def reasoning_config(**overrides) -> ArithConfig:
+    """The long-chain task: step-by-step reasoning, 'Final answer: N', 1-3 additions (operands 1-9)."""
+    knobs = {"steps": 1, "steps_max": 3, "ops": ("add",), "instruction": REASONING_INSTRUCTION, "style": "reasoning"}
+    return ArithConfig(**{**knobs, **overrides})
+
+
+def task_config(style: str = "oneline", plain: bool = False, **knobs) -> ArithConfig:
+    """The task of a prompt style with the style's defaults, then the given knobs (None = default).
+
+    ``plain`` (the expression-free one-line prompt) only exists for ``style="oneline"``.
+    """
+    knobs = {key: value for key, value in knobs.items() if value is not None}
+    if style == "reasoning":
+        if plain:
+            raise ValueError("plain: only for style oneline (the reasoning prompt gives no expression)")
+        return reasoning_config(**knobs)
+    if style != "oneline":
+        raise ValueError(f"style: choose from {', '.join(STYLE_INSTRUCTIONS)} (got {style!r})")
+    return ArithConfig(**knobs, **({"instruction": PLAIN_INSTRUCTION} if plain else {}))
+
+
 def make_problem(rng: random.Random, cfg: ArithConfig) -> dict:
     """One problem: ``{"question", "answer" (int), "expr", "name", "item", "steps": [(op, operand), ...]}``."""
     name, item = rng.choice(cfg.names), rng.choice(ITEMS)
+    n_steps = cfg.steps if cfg.steps_max is None else rng.randint(cfg.steps, cfg.steps_max)
     value = rng.randint(max(cfg.min_operand, 1), cfg.max_operand)
     sentences = [f"{name} has {value} {item}."]
     steps, expr = [], str(value)
-    for _ in range(cfg.steps):
+    for _ in range(n_steps):
         op = rng.choice(cfg.ops)
         if op == "sub" and value < max(cfg.min_operand, 1):
             op = "add"  # nothing left to give away: keep every intermediate amount non-negative
@@ -110,8 +155,9 @@ def make_rows(
                     "index": index_offset + len(rows),
                     "question": problem["question"],
                     "expr": problem["expr"],
-                    "steps": cfg.steps,
+                    "steps": len(problem["steps"]),
                     "max_operand": cfg.max_operand,
+                    "style": cfg.style,
                 },
             }
         )

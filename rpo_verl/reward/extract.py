@@ -44,10 +44,29 @@ def _after_last(pattern: re.Pattern, text: str) -> str | None:
     return _first_number(text[last.end():]) if last else None
 
 
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
+    last = None
+    for last in pattern.finditer(text):
+        pass
+    return last
+
+
 def extract_tagged_answer(text: str) -> str | None:
-    """The number after the last 'Answer:' / 'answer is', else the last number in the text."""
+    """The final answer of a number-answer response (synthetic arithmetic, both prompt styles).
+
+    Order: the number in the last ``\\boxed{...}`` or after the last answer tag ('Answer:', 'Final
+    answer:', 'answer is'), whichever of the two comes later in the text; else (no tag, or no number
+    after it) the last number in the text, the lenient fallback for responses that never state
+    the answer in the asked form.
+    """
     text = text[-MAX_CHARS:]
-    return _after_last(_ANSWER_TAG, text) or _last_number(text)
+    tag, boxed = _last_match(_ANSWER_TAG, text), _last_match(_BOXED, text)
+    found = None
+    if boxed is not None and (tag is None or boxed.start() >= tag.start()):
+        found = _first_number(boxed.group(1))
+    elif tag is not None:
+        found = _first_number(text[tag.end():])
+    return found or _last_number(text)
 
 
 def extract_gsm8k_answer(text: str) -> str | None:

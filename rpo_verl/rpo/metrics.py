@@ -69,3 +69,36 @@ def zero_variance_group_frac(rewards, group, atol: float = 1e-8) -> Optional[flo
     np.maximum.at(hi, inverse, rewards)
     np.minimum.at(lo, inverse, rewards)
     return float(np.mean(hi - lo <= atol))
+
+
+def prefix_age_metrics(current_step: int, record_step, prefix_len) -> dict[str, float]:
+    """Staleness of the prefixes used in one step (issue 14, item 5): age in policy steps.
+
+    The age of a used prefix is ``current_step - record_step``: how many policy updates lie between
+    the policy that wrote the cached trajectory (offline cache: step 0, the initial policy) and the
+    policy that continues it now. Only prompts with a prefix (``prefix_len > 0``) count.
+
+    Args:
+        current_step: the trainer's global step of this rollout.
+        record_step: [B] ``step`` column of the cache record each prompt's prefix was cut from.
+        prefix_len: [B] prefix tokens handed out (0 = full-path rollout, not counted).
+    Returns ``rpo/prefix_age_{mean,median,max}`` and ``rpo/prefix_age_count`` (0 and 0 when no
+    prefix was used).
+    """
+    steps = np.asarray(record_step, dtype=np.int64).reshape(-1)
+    used = np.asarray(prefix_len, dtype=np.int64).reshape(-1) > 0
+    if steps.shape != used.shape:
+        raise ValueError(f"record_step and prefix_len: need the same shape [B], got {steps.shape} and {used.shape}")
+    age = int(current_step) - steps[used]
+    if (age < 0).any():
+        raise ValueError(f"record_step: a cache record written at step {int(steps[used].max())} is newer than "
+                         f"the current step {int(current_step)}")
+    if not age.size:
+        return {"rpo/prefix_age_mean": 0.0, "rpo/prefix_age_median": 0.0, "rpo/prefix_age_max": 0.0,
+                "rpo/prefix_age_count": 0.0}
+    return {
+        "rpo/prefix_age_mean": float(age.mean()),
+        "rpo/prefix_age_median": float(np.median(age)),
+        "rpo/prefix_age_max": float(age.max()),
+        "rpo/prefix_age_count": float(age.size),
+    }

@@ -2,11 +2,13 @@
 """Measure a model's pass@1 on the synthetic arithmetic task (HF generate, chat template, sampling).
 
   python scripts/bench/calibrate_task.py --n-prompts 64 --k 4 --seed 0
+  python scripts/bench/calibrate_task.py --style reasoning --max-new-tokens 320 --n-prompts 64 --k 4
 
 Samples k responses per prompt at temperature 1 (top-k/top-p off, as verl's rollout default),
 grades them with ``rpo_verl.reward.compute_score`` and reports pass@1, the fraction of groups that
 are partially solved (what GRPO learns from), response lengths and the share cut at the token
-budget. Writes JSON and a PNG bar plot of correct-answers-per-group.
+budget (mean / median / p90, overall and per number of operations). Writes JSON and a PNG bar plot
+of correct-answers-per-group.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rpo_verl.data.arith import PLAIN_INSTRUCTION, ArithConfig, make_rows
+from rpo_verl.data.arith import make_rows, task_config
 from rpo_verl.models import default_model_path
 from rpo_verl.reward import compute_score
 
@@ -54,6 +56,14 @@ def sample(model, tokenizer, prompts: list[list[dict]], k: int, max_new_tokens: 
     return results
 
 
+def length_stats(lengths: list[int]) -> dict:
+    """mean / median / p90 of response lengths (tokens)."""
+    import numpy as np
+
+    values = np.asarray(lengths, dtype=np.float64)
+    return {"mean": float(values.mean()), "median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
 def summarize(rows, groups, k: int) -> dict:
     correct_per_group, lengths, cut, tagged, examples, per_group = [], [], 0, 0, [], []
     for row, group in zip(rows, groups):
@@ -64,20 +74,27 @@ def summarize(rows, groups, k: int) -> dict:
             hits += int(res["acc"])
             lengths.append(length)
             cut += hit_budget
-            tagged += "answer:" in text.lower()
+            tagged += "answer:" in text.lower() or "\\boxed{" in text
             if len(examples) < 12:
                 examples.append({"prompt": row["prompt"][0]["content"], "truth": truth, "response": text, **res})
         correct_per_group.append(hits)
-        per_group.append({"expr": row["extra_info"].get("expr"), "truth": truth, "correct": hits})
+        per_group.append({"expr": row["extra_info"].get("expr"), "steps": row["extra_info"].get("steps"),
+                          "truth": truth, "correct": hits, "lengths": [g[1] for g in group]})
     n = len(lengths)
     hist = Counter(correct_per_group)
+    by_steps = {}
+    for steps in sorted({g["steps"] for g in per_group}):
+        mine = [g for g in per_group if g["steps"] == steps]
+        by_steps[str(steps)] = {"prompts": len(mine), "pass_at_1": sum(g["correct"] for g in mine) / (k * len(mine)),
+                                **length_stats([x for g in mine for x in g["lengths"]])}
     return {
+        **{f"{key}_response_tokens": value for key, value in length_stats(lengths).items()},
+        "by_steps": by_steps,
         "pass_at_1": sum(correct_per_group) / n,
         "groups_partially_solved": sum(0 < c < k for c in correct_per_group) / len(groups),
         "groups_all_correct": hist[k] / len(groups),
         "groups_all_wrong": hist[0] / len(groups),
         "correct_per_group_histogram": {str(c): hist[c] for c in range(k + 1)},
-        "mean_response_tokens": sum(lengths) / n,
         "max_response_tokens_seen": max(lengths),
         "frac_hit_token_budget": cut / n,
         "frac_with_answer_tag": tagged / n,
@@ -110,9 +127,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0, help="task seed and sampling seed")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--steps", type=int, default=ArithConfig.steps)
-    parser.add_argument("--max-operand", type=int, default=ArithConfig.max_operand)
-    parser.add_argument("--ops", default=",".join(ArithConfig.ops))
+    parser.add_argument("--style", choices=("oneline", "reasoning"), default="oneline")
+    parser.add_argument("--steps", type=int, default=None, help="default: the style's (1)")
+    parser.add_argument("--steps-max", type=int, default=None, help="difficulty mix (reasoning default: 3)")
+    parser.add_argument("--max-operand", type=int, default=None, help="default: 9")
+    parser.add_argument("--ops", default=None, help="comma list of add,sub,mul (default: add)")
     parser.add_argument("--instruction", default=None, help="instruction template ({name}, {item}, {expr})")
     parser.add_argument("--plain", action="store_true", help="use the harder PLAIN_INSTRUCTION")
     parser.add_argument("--batch", type=int, default=64, help="sequences per generate call")
@@ -120,9 +139,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model_path = args.model or str(default_model_path())
-    instruction = PLAIN_INSTRUCTION if args.plain else args.instruction
-    extra = {"instruction": instruction} if instruction else {}
-    cfg = ArithConfig(steps=args.steps, max_operand=args.max_operand, ops=tuple(args.ops.split(",")), **extra)
+    cfg = task_config(args.style, args.plain, steps=args.steps, steps_max=args.steps_max,
+                      max_operand=args.max_operand, ops=tuple(args.ops.split(",")) if args.ops else None,
+                      instruction=args.instruction)
     rows = make_rows(args.n_prompts, args.seed, args.split, cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
@@ -141,6 +160,7 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, args.k, out.with_suffix(".png"))
     brief = {key: result[key] for key in ("pass_at_1", "groups_partially_solved", "mean_response_tokens",
+                                           "median_response_tokens", "p90_response_tokens",
                                            "frac_hit_token_budget", "frac_with_answer_tag", "seconds")}
     print(json.dumps(brief), f"-> {out.with_suffix('.json')}")
 

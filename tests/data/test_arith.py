@@ -100,3 +100,62 @@ def test_cli_writes_parquet_that_round_trips(tmp_path):
     assert frame.iloc[0]["reward_model"]["style"] == "rule" and len(frame) == 64
     paths = prepare_arith(tmp_path / "again", n_train=64, n_val=16)
     assert pd.read_parquet(paths["train"]).equals(frame)
+
+
+def test_reasoning_style_mixes_one_to_three_operations():
+    from rpo_verl.data.arith import REASONING_INSTRUCTION, reasoning_config
+
+    cfg = reasoning_config()
+    rows = make_rows(300, seed=0, split="train", cfg=cfg)
+    assert rows == make_rows(300, seed=0, split="train", cfg=cfg)
+    counts = {s: sum(r["extra_info"]["steps"] == s for r in rows) for s in (1, 2, 3)}
+    assert sum(counts.values()) == 300 and min(counts.values()) > 60  # uniform over 1..3
+    for row in rows:
+        assert row_problem(row) is None and row["extra_info"]["style"] == "reasoning"
+        content, steps = row["prompt"][0]["content"], row["extra_info"]["steps"]
+        assert content == f"{row['extra_info']['question']} {REASONING_INSTRUCTION}"
+        assert "Final answer: N" in content and row["extra_info"]["expr"] not in content.split("?")[-1]
+        assert int(row["reward_model"]["ground_truth"]) == _replay(row) == eval(row["extra_info"]["expr"])
+        assert len(row["extra_info"]["question"].split(". ")) == steps + 2
+    assert make_rows(5, seed=0, split="train")[0]["extra_info"]["style"] == "oneline"
+
+
+def test_task_config_styles_and_bad_knobs():
+    from rpo_verl.data.arith import HINT_INSTRUCTION, task_config
+
+    assert task_config() == ArithConfig() and task_config("oneline", ops=None).instruction == HINT_INSTRUCTION
+    assert task_config("oneline", plain=True).instruction == PLAIN_INSTRUCTION
+    mixed = task_config("reasoning", steps=2, max_operand=20)
+    assert (mixed.steps, mixed.steps_max, mixed.max_operand, mixed.style) == (2, 3, 20, "reasoning")
+    with pytest.raises(ValueError, match="style"):
+        task_config("essay")
+    with pytest.raises(ValueError, match="plain"):
+        task_config("reasoning", plain=True)
+    with pytest.raises(ValueError, match="steps_max"):
+        ArithConfig(steps=3, steps_max=2)
+    with pytest.raises(ValueError, match="style"):
+        ArithConfig(style="essay")
+
+
+def test_reasoning_answer_forms_score_one():
+    from rpo_verl.data.arith import reasoning_config
+
+    for row in make_rows(20, seed=2, split="val", cfg=reasoning_config()):
+        truth = row["reward_model"]["ground_truth"]
+        wrong = str(int(truth) + 1)
+        for text in (f"Step 1: she has {wrong} first.\nFinal answer: {truth}", f"So the answer is \\boxed{{{truth}}}.",
+                     f"First {wrong}, then {truth}."):
+            assert compute_score(row["data_source"], text, truth)["score"] == 1.0, text
+
+
+def test_cli_reasoning_style(tmp_path):
+    out = tmp_path / "reasoning"
+    cmd = [sys.executable, str(ROOT / "scripts/prepare_data.py"), "arith", "--style", "reasoning", "--n-train", "30",
+           "--n-val", "10", "--out", str(out)]
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    frame = pd.read_parquet(out / "train.parquet")
+    assert set(frame["extra_info"].map(lambda e: e["steps"])) == {1, 2, 3}
+    assert all(e["style"] == "reasoning" for e in frame["extra_info"])
+    bad = subprocess.run(cmd[:3] + ["--style", "reasoning", "--plain", "--out", str(out)], capture_output=True,
+                         text=True)
+    assert bad.returncode == 1 and "plain" in bad.stderr

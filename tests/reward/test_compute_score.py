@@ -30,6 +30,14 @@ def _acc(source, text, truth):
         ("**Answer:** 1,000", "1000", True),
         ("3 + 4 = 7. Answer: 8", "7", False),
         ("I do not know.", "7", False),
+        # the reasoning style: 'Final answer: N', boxed, whichever tag comes last, then the last number
+        ("Step 1: 3 + 4 = 7.\nStep 2: 7 + 5 = 12.\nFinal answer: 12", "12", True),
+        ("**Final Answer:** 12 apples.", "12", True),
+        ("3 + 4 = 7, so the total is \\boxed{7}.", "7", True),
+        ("The answer is \\boxed{5}.\nWait: 5 + 2 = 7. Final answer: 7", "7", True),
+        ("Final answer: 7. Check: \\boxed{9}", "9", True),
+        ("3 + 4 = 7.\nFinal answer: N", "7", True),  # no number after the tag: the last number
+        ("Step 1: 3 + 4 = 7.\nFinal answer: 8", "7", False),
     ],
 )
 def test_arith(text, truth, ok):

@@ -29,3 +29,16 @@ def test_zero_variance_groups():
 def test_empty_step():
     m = rollout_metrics([], [])
     assert m["eff/generated_tokens"] == 0 and m["eff/token_saving_ratio"] == 0.0
+
+
+def test_prefix_age_counts_used_prefixes_only():
+    from rpo_verl.rpo.metrics import prefix_age_metrics
+
+    m = prefix_age_metrics(10, record_step=[0, 0, 7, 9, 3], prefix_len=[5, 0, 4, 2, 1])
+    assert m == {"rpo/prefix_age_mean": pytest.approx((10 + 3 + 1 + 7) / 4), "rpo/prefix_age_median": 5.0,
+                 "rpo/prefix_age_max": 10.0, "rpo/prefix_age_count": 4.0}
+    assert prefix_age_metrics(3, [0, 1], [0, 0])["rpo/prefix_age_count"] == 0.0
+    with pytest.raises(ValueError, match="newer than the current step 2"):
+        prefix_age_metrics(2, [5], [1])
+    with pytest.raises(ValueError, match="same shape"):
+        prefix_age_metrics(2, [0, 1], [1])
