@@ -38,6 +38,12 @@ Metrics (``r2vpo/…``, per micro-batch; verl averages them over micro-batches a
 ``is_ess_frac`` = (Σr)²/(n·Σr²), all global; ``soft_clip_frac`` (share of tokens whose effective
 advantage has the opposite sign to Â) is this rank's share. verl's trainer prefixes them ``actor/``.
 
+Off-policy rows (issue 15). ``π_old`` is the *proximal* policy π_prox, the policy at the start of
+this update, for fresh and replayed rows alike (decoupled PPO, Hilton et al. 2022): replayed rows
+get their log-probs recomputed (``rpo_verl.r2vpo.proximal``) and carry the truncated behaviour
+weight ``w = min(π_prox/μ, c)`` (:func:`behaviour_weights`) as ``rollout_is_weights``, so the loss
+is ``ℓ_i = −w_i·r_i·Â_i + λ(r_i − r̄)²`` and V̂ (over r, unweighted) measures only this update's move.
+
 Shapes: every tensor is ``[B*G, L]`` (responses × response length); ``stale_mask`` is ``[B*G]`` or
 ``[B*G, L]`` (1 = replayed/stale sample) and only splits the V̂ metric.
 """

@@ -10,8 +10,10 @@ is true; otherwise every hook returns at once. When active it
   fresh and stale;
 * replay (``replay.enable``): after the advantages of step t are in TransferQueue it draws
   ``round(ρ · fresh groups)`` whole groups from the last K rollout batches, then stores step t's
-  rows. Replayed rows go back into the step's TransferQueue partition with ``old_log_probs`` =
-  their behaviour log-probs and ``advantages`` = their generation-time advantages, tagged
+  rows. Replayed rows go back into the step's TransferQueue partition with ``advantages`` = their
+  generation-time advantages and, in the decoupled form (``rpo_verl.r2vpo.proximal``, issue 15),
+  ``old_log_probs`` = π_prox (recomputed by the actor at this update's starting policy) and
+  ``rollout_is_weights`` = min(π_prox/μ, c) against their behaviour log-probs μ, tagged
   ``is_padding`` (so verl's rollout metrics, ``eff/gen_tokens`` and the staleness statistics
   describe this step's fresh rollouts only) and ``r2vpo_replay``, spread evenly among the fresh
   rows (each actor mini-batch mixes both). The batch is then padded with no-op rows (a real row
