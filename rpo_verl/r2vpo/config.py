@@ -38,6 +38,10 @@ class R2VPOConfig:  # not frozen: OmegaConf.structured would make the merged nod
     lambda_init: λ₀, the multiplier before the first dual step (λ ≥ 0).
     eta: dual step size η.
     dual_rule: ``normalised`` ``λ ← max(0, λ + η(V̂/δ − 1))`` or ``absolute`` ``λ ← max(0, λ + η(V̂ − δ))``.
+    lambda_max: ceiling of λ after every dual step (``None``: none). Default 10 ≈ 1/(2√δ) at
+        δ = 5e-3 rounded up: at λ = 1/(2√δ) the brake 2λ(r − r̄) cancels a unit advantage on a token one
+        budget standard deviation √δ from the mean, so a larger λ lets the penalty outweigh the
+        objective on typical tokens (the collapse of issue 15: λ 40–81). The paper gives no value.
     ratio_level: ``token`` ratio per token, or ``seq_geo_mean`` (GSPO-style length-normalised
         sequence ratio ``exp(mean_t log r_t)`` shared by every token of a response).
     log_ratio_clamp: numeric guard, ``|log r| ≤ log_ratio_clamp`` (verl's own guard is 20).
@@ -49,6 +53,7 @@ class R2VPOConfig:  # not frozen: OmegaConf.structured would make the merged nod
     lambda_init: float = 0.0
     eta: float = 0.1
     dual_rule: str = "normalised"
+    lambda_max: Optional[float] = 10.0
     ratio_level: str = "token"
     log_ratio_clamp: float = 20.0
     dual_clip: Optional[float] = None
@@ -63,6 +68,10 @@ class R2VPOConfig:  # not frozen: OmegaConf.structured would make the merged nod
             raise ValueError(f"lambda_init: the multiplier must be >= 0, got {self.lambda_init}")
         if self.eta < 0:
             raise ValueError(f"eta: the dual step size must be >= 0 (0 keeps lambda fixed), got {self.eta}")
+        if self.lambda_max is not None and not (math.isfinite(self.lambda_max) and self.lambda_max > 0):
+            raise ValueError(f"lambda_max: the ceiling must be a finite number > 0 or null, got {self.lambda_max}")
+        if self.lambda_max is not None and self.lambda_init > self.lambda_max:
+            raise ValueError(f"lambda_max: {self.lambda_max} is below lambda_init={self.lambda_init}")
         if self.dual_rule not in DUAL_RULES:
             raise ValueError(f"dual_rule: {self.dual_rule!r} is not one of {list(DUAL_RULES)}")
         if self.ratio_level not in RATIO_LEVELS:
@@ -139,6 +148,7 @@ YAML_DEFAULTS = {
         "lambda_init": 0.0,
         "eta": 0.1,
         "dual_rule": "normalised",
+        "lambda_max": 10.0,
         "ratio_level": "token",
         "log_ratio_clamp": 20.0,
         "dual_clip": None,

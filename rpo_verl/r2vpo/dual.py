@@ -2,8 +2,8 @@
 
 Lagrangian ``L(θ, λ) = mean_i r_i·Â_i − λ·(V̂ − δ)``; after every optimiser step
 
-    normalised (default):  λ ← max(0, λ + η·(V̂/δ − 1))
-    absolute:              λ ← max(0, λ + η·(V̂ − δ))
+    normalised (default):  λ ← clip(λ + η·(V̂/δ − 1), 0, λ_max)
+    absolute:              λ ← clip(λ + η·(V̂ − δ), 0, λ_max)
 
 where V̂ is the ratio variance over all valid tokens of the optimiser mini-batch on all
 data-parallel ranks, measured at the θ that step started from.
@@ -43,15 +43,19 @@ CHECKPOINT_FILE = "r2vpo_dual.json"
 _STATE_VERSION = 1
 
 
-def dual_update(lam: float, v_hat: float, delta: float, eta: float, rule: str) -> float:
-    """One projected dual-ascent step on λ (the two rules above); returns the new λ ≥ 0."""
+def dual_update(
+    lam: float, v_hat: float, delta: float, eta: float, rule: str, lambda_max: Optional[float] = None
+) -> float:
+    """One projected dual-ascent step on λ (the two rules above), projected onto [0, λ_max]
+    (``lambda_max=None``: no ceiling); returns the new λ."""
     if rule == "normalised":
         grad = v_hat / delta - 1.0
     elif rule == "absolute":
         grad = v_hat - delta
     else:
         raise ValueError(f"dual_rule: {rule!r} is not one of ['normalised', 'absolute']")
-    return max(0.0, lam + eta * grad)
+    new = max(0.0, lam + eta * grad)
+    return new if lambda_max is None else min(float(lambda_max), new)
 
 
 @dataclass
@@ -79,8 +83,16 @@ class DualController:
     ``step()`` closes the mini-batch and applies the dual update.
     """
 
-    def __init__(self, delta: float = 5e-3, eta: float = 0.1, rule: str = "normalised", lambda_init: float = 0.0):
+    def __init__(
+        self,
+        delta: float = 5e-3,
+        eta: float = 0.1,
+        rule: str = "normalised",
+        lambda_init: float = 0.0,
+        lambda_max: Optional[float] = None,
+    ):
         self.delta = float(delta)
+        self.lambda_max = None if lambda_max is None else float(lambda_max)
         self.eta = float(eta)
         self.rule = rule
         self.lambda_init = float(lambda_init)
@@ -99,13 +111,18 @@ class DualController:
 
     # ---- configuration -------------------------------------------------------------------
     def configure(self, cfg: Any) -> None:
-        """Take δ, η, rule, λ₀ from ``cfg``; keeps a λ already in use or restored."""
+        """Take δ, η, rule, λ₀, λ_max from ``cfg``; keeps a λ already in use or restored
+        (clipped to λ_max)."""
         self.delta = float(cfg.delta)
+        lambda_max = getattr(cfg, "lambda_max", None)
+        self.lambda_max = None if lambda_max is None else float(lambda_max)
         self.eta = float(cfg.eta)
         self.rule = str(cfg.dual_rule)
         self.lambda_init = float(cfg.lambda_init)
         if self.lam is None:
             self.lam = self.lambda_init
+        if self.lambda_max is not None and self.lam > self.lambda_max:
+            self.lam = self.lambda_max
         if self._missing_checkpoint is not None and not self.restored:
             logger.warning(
                 "r2vpo: resumed from %s without %s; lambda restarts at lambda_init=%s",
@@ -179,7 +196,7 @@ class DualController:
         self._sums = _MiniBatchSums()
         if not math.isfinite(v_hat):
             return self.value  # an empty mini-batch (no valid tokens) carries no information
-        new_lam = dual_update(self.value, v_hat, self.delta, self.eta, self.rule)
+        new_lam = dual_update(self.value, v_hat, self.delta, self.eta, self.rule, self.lambda_max)
         self.lam = self._broadcast(new_lam)
         self.last_v_hat = float(v_hat)
         self.steps += 1
@@ -215,6 +232,7 @@ class DualController:
             "delta": self.delta,
             "eta": self.eta,
             "dual_rule": self.rule,
+            "lambda_max": self.lambda_max,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

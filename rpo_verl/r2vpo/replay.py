@@ -15,6 +15,7 @@ Pure: torch/numpy only; tensors are stored on the CPU, other per-sample fields a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Optional, Sequence
 
@@ -22,18 +23,25 @@ import numpy as np
 import torch
 
 REQUIRED_FIELDS = ("behaviour_log_probs", "advantages", "response_mask")
+IS_LEVELS = ("token", "sequence")
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
     """``enable`` (off by default), ``max_batches`` K = 2, ``fraction`` ρ = 0.5 (replayed groups per
-    fresh group), ``max_age`` (steps; ``None`` = K), ``seed`` of the sampler."""
+    fresh group), ``max_age`` (steps; ``None`` = K), ``seed`` of the sampler; ``is_cap`` c and
+    ``is_level`` (``token`` | ``sequence``) of the truncated behaviour weight ``w = min(π_prox/μ, c)``
+    that a replayed sample carries in the decoupled objective (``rpo_verl.r2vpo.proximal``).
+    c = 2 is verl's default truncation of its token-level rollout-correction weights
+    (``rollout_is_threshold``); the paper gives no value."""
 
     enable: bool = False
     max_batches: int = 2
     fraction: float = 0.5
     max_age: Optional[int] = None
     seed: int = 0
+    is_cap: float = 2.0
+    is_level: str = "token"
 
     def __post_init__(self):
         if self.max_batches < 1:
@@ -42,6 +50,10 @@ class ReplayConfig:
             raise ValueError(f"fraction: replayed groups per fresh group must be in [0, 16], got {self.fraction}")
         if self.max_age is not None and self.max_age < 1:
             raise ValueError(f"max_age: must be >= 1 step or null, got {self.max_age}")
+        if not (isinstance(self.is_cap, (int, float)) and math.isfinite(self.is_cap) and self.is_cap > 0):
+            raise ValueError(f"is_cap: the weight truncation c must be a finite number > 0, got {self.is_cap}")
+        if self.is_level not in IS_LEVELS:
+            raise ValueError(f"is_level: {self.is_level!r} is not one of {list(IS_LEVELS)}")
 
 
 def build_replay_config(mapping: Any, prefix: str = "rpo_verl.r2vpo.replay") -> ReplayConfig:

@@ -10,8 +10,10 @@ is true; otherwise every hook returns at once. When active it
   fresh and stale;
 * replay (``replay.enable``): after the advantages of step t are in TransferQueue it draws
   ``round(ρ · fresh groups)`` whole groups from the last K rollout batches, then stores step t's
-  rows. Replayed rows go back into the step's TransferQueue partition with ``old_log_probs`` =
-  their behaviour log-probs and ``advantages`` = their generation-time advantages, tagged
+  rows. Replayed rows go back into the step's TransferQueue partition with ``advantages`` = their
+  generation-time advantages and, in the decoupled form (``rpo_verl.r2vpo.proximal``, issue 15),
+  ``old_log_probs`` = π_prox (recomputed by the actor at this update's starting policy) and
+  ``rollout_is_weights`` = min(π_prox/μ, c) against their behaviour log-probs μ, tagged
   ``is_padding`` (so verl's rollout metrics, ``eff/gen_tokens`` and the staleness statistics
   describe this step's fresh rollouts only) and ``r2vpo_replay``, spread evenly among the fresh
   rows (each actor mini-batch mixes both). The batch is then padded with no-op rows (a real row
@@ -41,6 +43,7 @@ import torch
 
 from rpo_verl.r2vpo.config import R2VPOTrainerConfig
 from rpo_verl.r2vpo.loss import LOSS_NAME, STALE_FIELD
+from rpo_verl.r2vpo.proximal import WEIGHT_FIELD, decouple, unit_weights
 from rpo_verl.r2vpo.replay import ReplayBuffer
 from rpo_verl.trainer.extension import TrainerExtension
 
@@ -164,6 +167,8 @@ def replayed_rows(
         row[BEHAVIOUR_FIELD] = sampled["behaviour_log_probs"][i, :length].clone()
         row[ADVANTAGE_FIELD] = sampled["advantages"][i, :length].clone()
         row[STALE_FIELD] = torch.tensor(1.0)
+        if WEIGHT_FIELD in wanted and WEIGHT_FIELD not in row:
+            row[WEIGHT_FIELD] = torch.ones(length)  # replaced by min(π_prox/μ, c) once π_prox is known
         missing = sorted(wanted - set(row))
         if missing:
             raise RuntimeError(
@@ -297,8 +302,10 @@ class R2VPOExtension(TrainerExtension):
         sampled, replay_metrics = self.buffer.sample(len(set(groups)), self.batch_index)
         self.buffer.add(self.batch_index, buffer_fields(rows, fresh_keys, fresh_tags), group_ids=groups)
         replay_metrics["r2vpo/replay_buffer_samples"] = float(len(self.buffer))
+        has_weights = WEIGHT_FIELD in rows[0]  # verl's rollout correction already weights the fresh rows
         fresh_meta = tq.kv_batch_put(
-            keys=fresh_keys, partition_id=batch.partition_id, fields=_stale_column(len(fresh_keys), 0.0)
+            keys=fresh_keys, partition_id=batch.partition_id,
+            fields=_stale_column(len(fresh_keys), 0.0, None if has_weights or sampled is None else unit_weights(rows)),
         )
         if sampled is None:
             replay_metrics.update({"r2vpo/replay_rows": 0.0, "r2vpo/replay_pad_rows": 0.0})
@@ -308,12 +315,13 @@ class R2VPOExtension(TrainerExtension):
                 tq.kv_batch_put(keys=pads, partition_id=batch.partition_id, fields=_stale_column(len(pads), 0.0))
             return with_fields(batch, [STALE_FIELD])
 
-        field_names = list(rows[0].keys()) + [STALE_FIELD]
+        field_names = list(dict.fromkeys([*rows[0].keys(), STALE_FIELD, WEIGHT_FIELD]))
         keys, new_rows, tags = replayed_rows(sampled, field_names, self.batch_index)
         multiple = self._required_multiple()
         n_pad = pad_count(len(fresh_keys) + len(keys), multiple)
         pad_keys, pad_rows, pad_tags = padding_rows(
-            {**rows[0], STALE_FIELD: None}, fresh_tags[0], n_pad, self.batch_index
+            {**rows[0], STALE_FIELD: None, WEIGHT_FIELD: unit_weights(rows[:1])[0]}, fresh_tags[0], n_pad,
+            self.batch_index,
         )
         pad_rows = [{name: row[name] for name in field_names} for row in pad_rows]
         from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -324,6 +332,9 @@ class R2VPOExtension(TrainerExtension):
             fields=list_of_dict_to_tensordict(new_rows + pad_rows),
             tags=tags + pad_tags,
         )
+        replay_metrics.update(decouple(self.trainer, batch, keys, tags, new_rows, field_names, has_weights,
+                                       list(zip(pad_keys, pad_tags)) + list(zip(fresh_keys, fresh_tags)),
+                                       self.config.replay))
         dropped = [batch.keys[i] for i in range(len(batch)) if batch.tags[i].get("is_padding", False)]
         if dropped:
             tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
@@ -381,7 +392,12 @@ class R2VPOExtension(TrainerExtension):
                 logger.warning("rpo_verl.r2vpo: the checkpoint holds no replay buffer; replay starts empty")
 
 
-def _stale_column(rows: int, value: float):
+def _stale_column(rows: int, value: float, weights=None):
+    """``r2vpo_stale`` = value for ``rows`` rows, plus per-row ``rollout_is_weights`` when given."""
     from tensordict import TensorDict
 
-    return TensorDict({STALE_FIELD: torch.full((rows,), value)}, batch_size=[rows])
+    if weights is None:
+        return TensorDict({STALE_FIELD: torch.full((rows,), value)}, batch_size=[rows])
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    return list_of_dict_to_tensordict([{STALE_FIELD: torch.tensor(value), WEIGHT_FIELD: w} for w in weights])

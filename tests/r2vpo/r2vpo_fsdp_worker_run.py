@@ -39,6 +39,8 @@ def _config(model_path: str):
         "actor_rollout_ref.actor.policy_loss.loss_mode=r2vpo",
         "actor_rollout_ref.actor.policy_loss.r2vpo.delta=1e-4",
         "actor_rollout_ref.actor.policy_loss.r2vpo.eta=0.5",
+        # No ceiling: the hooks are checked by λ rising on every step (V̂ ≫ δ would pin it at λ_max).
+        "actor_rollout_ref.actor.policy_loss.r2vpo.lambda_max=null",
     ]
     with initialize_config_module(config_module="rpo_verl.config", version_base=None):
         return compose("rpo_trainer", overrides=overrides)

@@ -93,6 +93,8 @@ def test_trainer_yaml_section_allows_overrides_without_plus():
         ("r2vpo.ratio_level=sequence", "r2vpo.ratio_level"),
         ("r2vpo.log_ratio_clamp=0", "r2vpo.log_ratio_clamp"),
         ("r2vpo.dual_clip=0.9", "r2vpo.dual_clip"),
+        ("r2vpo.lambda_max=0", "r2vpo.lambda_max"),
+        ("r2vpo.lambda_max=inf", "r2vpo.lambda_max"),
         ("r2vpo.delta=small", "r2vpo.delta"),
         ("+actor_rollout_ref.actor.policy_loss.r2vpo.detla=0.1", "r2vpo.detla"),
     ],

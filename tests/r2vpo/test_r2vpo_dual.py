@@ -164,3 +164,20 @@ def test_corrupt_state_is_rejected(tmp_path):
         ctl.load_state_dict({"version": 1, "lambda": -1.0})
     with pytest.raises(ValueError, match="version"):
         ctl.load_state_dict({"version": 99, "lambda": 0.0})
+
+
+def test_lambda_ceiling():
+    assert dual_update(9.9, 1.0, 5e-3, 0.1, "normalised", lambda_max=10.0) == 10.0  # 9.9 + 19.9 → 10
+    assert dual_update(9.9, 1.0, 5e-3, 0.1, "normalised") == pytest.approx(29.8)  # no ceiling
+    assert dual_update(10.0, 0.0, 5e-3, 0.1, "normalised", lambda_max=10.0) == pytest.approx(9.9)  # comes back down
+    ctl = DualController()
+    ctl.configure(R2VPOConfig())  # the default ceiling: 10
+    for _ in range(20):
+        ctl.step(v_hat=1.7)  # issue 15's stale V̂: 340 δ; without the ceiling λ would reach 678
+    assert ctl.value == 10.0 and ctl.state_dict()["lambda_max"] == 10.0
+    restored = DualController()
+    restored.load_state_dict({**ctl.state_dict(), "lambda": 25.0})
+    restored.configure(R2VPOConfig(lambda_max=5.0))  # a lower ceiling on resume clips the restored λ
+    assert restored.value == 5.0
+    with pytest.raises(ValueError, match="lambda_max"):
+        R2VPOConfig(lambda_init=2.0, lambda_max=1.0)

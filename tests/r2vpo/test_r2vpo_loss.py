@@ -189,3 +189,46 @@ def test_no_valid_tokens_is_finite_and_zero():
     out = _loss(old, new, adv, torch.zeros_like(mask), 1.0, gbi={"batch_num_tokens": 10})
     assert float(out.loss) == 0.0 and out.n == 0
     assert out.metrics["r2vpo/v_hat"] == 0.0 and out.metrics["r2vpo/ratio_max"] == 1.0
+
+
+# ----------------------------------------------------------------------------- behaviour weights
+
+
+def test_behaviour_weights_token_and_sequence():
+    from rpo_verl.r2vpo.loss import behaviour_weights
+
+    prox = torch.tensor([[-1.0, -2.0, -0.5, 0.0], [-1.0, -1.0, 0.0, 0.0]])
+    mu = torch.tensor([[-1.5, -1.0, -0.5, -9.0], [-3.0, -1.2, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    tok = behaviour_weights(prox, mu, mask, cap=2.0, level="token")
+    raw = torch.exp(prox - mu)
+    expected = torch.where(mask.bool(), raw.clamp(max=2.0), 0.0)
+    torch.testing.assert_close(tok.weights, expected)  # min(π_prox/μ, c) per token, 0 on padding
+    assert tok.count == 5 and tok.truncated_frac == pytest.approx(1 / 5)  # exp(2) > 2 only
+    w = expected[mask.bool()].double()
+    assert tok.ess_frac == pytest.approx(float(w.sum() ** 2 / (5 * (w * w).sum())))
+    assert tok.mean == pytest.approx(float(w.mean()))
+    seq = behaviour_weights(prox, mu, mask, cap=2.0, level="sequence")
+    s0, s1 = math.exp(0.5 - 1.0 + 0.0), min(2.0, math.exp(2.0 + 0.2))  # Π_t π_prox/μ, truncated
+    torch.testing.assert_close(seq.weights, torch.tensor([[s0, s0, s0, 0.0], [s1, s1, 0.0, 0.0]]))
+    assert seq.count == 2 and seq.truncated_frac == 0.5
+    same = behaviour_weights(prox, prox, mask, cap=2.0)  # not stale: weight 1, ESS 1
+    assert same.ess_frac == pytest.approx(1.0) and same.truncated_frac == 0.0
+    torch.testing.assert_close(same.weights, mask.float())
+    with pytest.raises(ValueError, match="is_level"):
+        behaviour_weights(prox, mu, mask, cap=2.0, level="trajectory")
+
+
+def test_weights_scale_the_policy_gradient_not_the_penalty():
+    """The decoupled objective ℓ = −w·r·Â + λ(r − r̄)²: ``rollout_is_weights`` = w."""
+    old, new, adv, mask = _batch(seed=3)
+    w = torch.rand_like(old) * 2.0
+    cfg = R2VPOConfig()
+    lp1 = new.clone().requires_grad_(True)
+    r2vpo_loss(old, lp1, adv, mask, lam=0.0, settings=cfg, rollout_is_weights=w).loss.backward()
+    lp2 = new.clone().requires_grad_(True)
+    r2vpo_loss(old, lp2, adv * w, mask, lam=0.0, settings=cfg).loss.backward()
+    torch.testing.assert_close(lp1.grad, lp2.grad)
+    out_w = r2vpo_loss(old, new, adv, mask, lam=1.0, settings=cfg, rollout_is_weights=w)
+    out_1 = r2vpo_loss(old, new, adv, mask, lam=1.0, settings=cfg)
+    assert out_w.metrics["r2vpo/v_hat"] == out_1.metrics["r2vpo/v_hat"]  # V̂ over r = π_θ/π_prox, unweighted

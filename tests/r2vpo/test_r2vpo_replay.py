@@ -124,3 +124,13 @@ def test_config_defaults_and_validation():
         build_replay_config({"fraction": "half"})
     with pytest.raises(ConfigError, match=r"rpo_verl\.r2vpo\.replay\.size"):
         build_replay_config({"size": 3})
+
+
+@pytest.mark.parametrize("mapping, key", [
+    ({"is_cap": 0.0}, "is_cap"), ({"is_cap": -1.0}, "is_cap"), ({"is_cap": float("inf")}, "is_cap"),
+    ({"is_level": "trajectory"}, "is_level"),
+])
+def test_behaviour_weight_settings_are_validated(mapping, key):
+    with pytest.raises(ConfigError, match=f"rpo_verl.r2vpo.replay.{key}"):
+        build_replay_config(mapping)
+    assert (ReplayConfig().is_cap, ReplayConfig().is_level) == (2.0, "token")

@@ -271,14 +271,32 @@ class FakeTrainer:
     _get_required_batch_multiple = PPOTrainer._get_required_batch_multiple
     _balance_batch = PPOTrainer._balance_batch
 
-    def __init__(self, config, mini_batch, n):
+    def __init__(self, config, mini_batch, n, kv=None):
         self.config = config
         self.use_critic = False
         self.global_steps = 1
         self.tokenizer = types.SimpleNamespace(eos_token_id=0)
-        self.actor_rollout_wg = types.SimpleNamespace(_dispatch_info={"actor": [0]})
+        self.log_prob_calls = []
+        self.actor_rollout_wg = types.SimpleNamespace(_dispatch_info={"actor": [0]},
+                                                      compute_log_prob=lambda meta: self._compute_log_prob(kv, meta))
         OmegaConf.update(self.config, "actor_rollout_ref.actor.ppo_mini_batch_size", mini_batch)
         OmegaConf.update(self.config, "actor_rollout_ref.rollout.n", n)
+
+    def _compute_log_prob(self, kv, meta):
+        """The actor's forward at the current policy: ``log_probs`` over the whole sequence (verl's
+        left-shifted layout, response token j at position P − 1 + j), written to TransferQueue."""
+        self.log_prob_calls.append(meta)
+        for key in meta.keys:
+            row = kv.rows[(meta.partition_id, key)]
+            full = torch.zeros(len(row["prompts"]) + len(row["responses"]))
+            full[len(row["prompts"]) - 1: len(row["prompts"]) - 1 + len(row["responses"])] = current_log_probs(row)
+            row["log_probs"] = full
+        return meta
+
+
+def current_log_probs(row):
+    """log π_prox of a row's response tokens in the fake actor (a fixed function of the tokens)."""
+    return -0.1 - 0.01 * row["responses"].float()
 
 
 def _put_step(kv, step, groups=2, n=2, verl_pads=0):
@@ -297,7 +315,8 @@ def test_after_advantage_adds_replayed_rows_pads_and_rebalances(compose_config, 
     kv = FakeKV()
     monkeypatch.setitem(__import__("sys").modules, "transfer_queue", types.SimpleNamespace(
         kv_batch_put=kv.kv_batch_put, kv_batch_get=kv.kv_batch_get, kv_clear=kv.kv_clear, KVBatchMeta=KVBatchMeta))
-    trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2)  # multiple: 4 rows
+    trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2, kv=kv)  # multiple: 4 rows
+    OmegaConf.update(trainer.config, "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", 8)
     ext = R2VPOExtension(trainer, build_trainer_config({"replay": {"enable": True, "fraction": 0.5}}), "r2vpo")
 
     batch1, _ = _put_step(kv, 1, groups=2, n=2, verl_pads=4)
@@ -327,6 +346,16 @@ def test_after_advantage_adds_replayed_rows_pads_and_rebalances(compose_config, 
     for key in replayed:
         row = kv.rows[("train", key)]
         assert row["uid"].startswith("s1g") and row["old_log_probs"].shape == row["response_mask"].shape
+        # decoupled: the ratio's reference is π_prox (recomputed), the behaviour μ enters as the weight
+        torch.testing.assert_close(row["old_log_probs"], current_log_probs(row))
+        mu = next(r for r in _rows(1) [0] if torch.equal(r["responses"], row["responses"]))["old_log_probs"]
+        torch.testing.assert_close(row["rollout_is_weights"], torch.exp(current_log_probs(row) - mu).clamp(max=2.0))
+    assert all(kv.rows[("train", k)]["rollout_is_weights"].eq(1).all() for k in fresh)  # fresh rows: weight 1
+    assert "rollout_is_weights" in out.fields  # ppo_loss passes it to the policy loss
+    (call,) = trainer.log_prob_calls  # one forward, topped up to the log-prob micro-batch (8) with other rows
+    assert set(replayed) <= set(call.keys) and len(call.keys) % 8 == 0
+    assert call.extra_info["compute_loss"] is False and "compute_loss" not in (out.extra_info or {})
+    assert metrics2["r2vpo/replay_is_ess_frac"] <= 1.0 and 0.0 <= metrics2["r2vpo/replay_is_truncated_frac"] <= 1.0
     assert out.fields is not None and "r2vpo_stale" in out.fields
 
     state = ext.state_dict()
@@ -347,10 +376,43 @@ def test_after_advantage_without_replay_only_marks_rows_fresh(compose_config, mo
     kv = FakeKV()
     monkeypatch.setitem(__import__("sys").modules, "transfer_queue", types.SimpleNamespace(
         kv_batch_put=kv.kv_batch_put, kv_batch_get=kv.kv_batch_get, kv_clear=kv.kv_clear, KVBatchMeta=KVBatchMeta))
-    trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2)
+    trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2, kv=kv)
     ext = R2VPOExtension(trainer, R2VPOTrainerConfig(), "r2vpo")
     batch, _ = _put_step(kv, 1)
     out = ext.after_advantage(batch, {})
     assert out.keys == batch.keys and "r2vpo_stale" in out.fields
     assert _stale_from_batch(kv.fetch(out)).tolist() == [False] * 4
     assert ext.state_dict() == {"batch_index": 0, "replay": None}
+
+
+def test_update_starts_at_ratio_one_for_stale_rows(compose_config, monkeypatch):
+    """Issue 15's cause: a replayed row's ratio was taken against its behaviour policy μ, so at the
+    first optimiser step of an update (θ = π_prox) the stale rows' ratios were π_prox/μ ≠ 1 and V̂
+    charged the *staleness* to λ (V̂ stale 1.7 one step after generation). With the decoupled form
+    every row's ratio against the update's reference is exactly 1 before the first step."""
+    kv = FakeKV()
+    monkeypatch.setitem(__import__("sys").modules, "transfer_queue", types.SimpleNamespace(
+        kv_batch_put=kv.kv_batch_put, kv_batch_get=kv.kv_batch_get, kv_clear=kv.kv_clear, KVBatchMeta=KVBatchMeta))
+    trainer = FakeTrainer(compose_config(f"{PL}.loss_mode=r2vpo"), mini_batch=2, n=2, kv=kv)
+    ext = R2VPOExtension(trainer, build_trainer_config({"replay": {"enable": True, "fraction": 1.0}}), "r2vpo")
+    batch1, _ = _put_step(kv, 1)  # generated by an earlier policy: μ ≠ the fake actor's current policy
+    ext.after_advantage(batch1, {})
+    kv.kv_clear(batch1.keys, "train")
+    rows, keys, tags = _rows(2)
+    rows = [{**r, "old_log_probs": current_log_probs(r)} for r in rows]  # fresh: generated by the current policy
+    batch2 = kv.kv_batch_put(keys, "train", fields=list_of_dict_to_tensordict(rows), tags=tags)
+    metrics = {}
+    out = ext.after_advantage(batch2, metrics)
+    assert metrics["r2vpo/replay_rows"] == 4
+    ratios, weights = [], []
+    for key, tag in zip(out.keys, out.tags):
+        row = kv.rows[("train", key)]
+        valid = row["response_mask"].bool()
+        ratios.append(torch.exp(current_log_probs(row) - row["old_log_probs"])[valid])
+        if tag.get("r2vpo_replay"):
+            weights.append(row["rollout_is_weights"][valid])
+    r = torch.cat(ratios).double()
+    assert float(((r - r.mean()) ** 2).mean()) < 1e-12  # V̂ at the start of the update: 0, stale rows included
+    assert metrics["r2vpo/v_hat_behaviour"] > 1e-3  # the staleness is there, and is measured ...
+    w = torch.cat(weights)
+    assert not torch.allclose(w, torch.ones_like(w)) and float(w.max()) <= 2.0  # ... and carried by w ≤ c
