@@ -146,7 +146,9 @@ def check_data(config: DictConfig) -> list[Problem]:
                 problems.append(Problem("data", key, f"{path!r} does not exist. Fix: run "
                                         "`python scripts/prepare_data.py` or pass existing parquet files.",
                                         environment=True))
-    return problems
+    from rpo_verl.data.checks import check_data_files  # contents: readable, columns, scorers, lengths
+
+    return problems + check_data_files(config)
 
 
 def check_reward_function(config: DictConfig) -> list[Problem]:

@@ -14,9 +14,12 @@ def _keys(problems):
 
 @pytest.fixture
 def data_files(tmp_path):
+    import pandas as pd  # well-formed files: their contents are checked too (rpo_verl/data/checks.py)
+
     train, val = tmp_path / "train.parquet", tmp_path / "val.parquet"
-    train.write_bytes(b"x")
-    val.write_bytes(b"x")
+    for path in (train, val):
+        pd.DataFrame([{"data_source": "openai/gsm8k", "prompt": [{"role": "user", "content": "1 + 1?"}],
+                       "reward_model": {"ground_truth": "2"}}]).to_parquet(path)
     return str(train), str(val)
 
 
