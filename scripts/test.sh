@@ -6,14 +6,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-VLLM_TESTS=${RPO_VERL_VLLM_TESTS:-$([ $# -eq 0 ] && echo 1 || echo 0)}
-(
-  source scripts/setup_env.sh
-  python -m pytest -m "not gpu and not vllm" "$@"
-)
+if [ $# -eq 0 ]; then VLLM_TESTS=${RPO_VERL_VLLM_TESTS:-1}; else VLLM_TESTS=${RPO_VERL_VLLM_TESTS:-0}; fi
+source scripts/setup_env.sh
+python -m pytest -m "not gpu and not vllm" "$@"
 if [ "$VLLM_TESTS" = 1 ]; then
-  (
-    source scripts/setup_env.sh --vllm
-    python -m pytest -m "vllm and not gpu" "$@"
-  )
+  source scripts/setup_env.sh --vllm
+  python -m pytest -m "vllm and not gpu" "$@"
 fi
