@@ -9,8 +9,6 @@ missed push shows in the rollout-vs-trainer log-probs). Run B resumes A's folder
 """
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +108,3 @@ def test_resume_from_checkpoint(vllm_runs):
 def test_vllm_server_runs_with_the_cpu_settings(vllm_runs):
     out = vllm_runs["resumed"].stdout
     assert "Enforce eager set" in out  # the CPU preset's enforce_eager reached the engine
-    code = "import verl; from rpo_verl import plugin; print(sorted(plugin.FAILED))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

@@ -97,7 +97,9 @@ def test_hook_patches_vllm_in_a_process_that_imports_verl():
 
     code = ("import verl.workers.rollout.vllm_rollout.utils\n"
             "from vllm.model_executor.layers import utils\n"
-            f"print(getattr(utils.dispatch_cpu_unquantized_gemm, {weights_patch.PATCHED_ATTR!r}, False))\n")
+            "from rpo_verl import plugin\n"
+            f"print(getattr(utils.dispatch_cpu_unquantized_gemm, {weights_patch.PATCHED_ATTR!r}, False), "
+            "sorted(plugin.FAILED))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "True"
+    assert out.stdout.strip().splitlines()[-1] == "True []"  # patched, and no plugin component failed
