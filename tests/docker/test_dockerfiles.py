@@ -154,10 +154,27 @@ def test_gpu_image_matches_verl_vllm_stack():
     # The image's Python is the one the wheel is built for (cp312) and installs the project's gpu extra.
     assert "python3.12 -m venv /opt/venv" in steps
     assert 'pip install ".[gpu]"' in steps
+    # flash-attn is not in the gpu extra (its sdist imports torch at build time, so pip's isolated
+    # build fails): the image installs it after torch, from the wheel or without build isolation.
     gpu_extra = extra_requirements("gpu")
-    assert [(r.name, r.extras, str(r.specifier)) for r in gpu_extra] == [
-        ("verl", {"vllm", "flash-attn-cu130torch211"}, "==0.9.1")
-    ]
+    assert [(r.name, r.extras, str(r.specifier)) for r in gpu_extra] == [("verl", {"vllm"}, "==0.9.1")]
+    flash = next(i for i, step in enumerate(runs(GPU)) if "flash-attn" in step or "flash_attn" in step)
+    torch_step = next(i for i, step in enumerate(runs(GPU)) if "torch==" in step)
+    gpu_step = next(i for i, step in enumerate(runs(GPU)) if 'pip install ".[gpu]"' in step)
+    assert torch_step < flash < gpu_step
+    assert 'pip install --no-build-isolation "flash-attn==2.8.3"' in runs(GPU)[flash]
+
+
+def test_readme_gpu_install_matches_image():
+    """The README's GPU install: torch (the image's pins and index), the gpu extra, then flash-attn
+    built against that torch without build isolation (or the image's prebuilt wheel)."""
+    vals = args_of(GPU)
+    readme = (ROOT / "README.md").read_text()
+    torch_cmd = (f"pip install torch=={vals['TORCH_VERSION']} torchvision=={vals['TORCHVISION_VERSION']} "
+                 f"torchaudio=={vals['TORCHAUDIO_VERSION']} --index-url {vals['TORCH_INDEX_URL']}")
+    steps = [torch_cmd, "pip install -e .[gpu]", "pip install --no-build-isolation flash-attn==2.8.3"]
+    at = [readme.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), list(zip(steps, at))
 
 
 def test_dockerignore_keeps_context_small():

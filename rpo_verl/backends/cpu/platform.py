@@ -112,3 +112,9 @@ class CPUPlatform(PlatformBase):
 
     def cudart(self) -> Any:
         return None
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        """Env of verl's vLLM server actor (and the engine/worker processes it starts) on CPU."""
+        from rpo_verl.backends.cpu.env import rollout_server_env
+
+        return rollout_server_env()
