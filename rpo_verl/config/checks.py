@@ -5,7 +5,13 @@ them all in the driver before Ray starts. Problems that depend on this machine o
 (missing model/data, no GPU, too little RAM, a backend not installed) are *environment*
 problems: a dry run (``rpo_verl.dry_run=true``) reports them as warnings, so a cluster recipe can
 be checked on a CPU-only CI machine; a real launch stops on them. A check can be skipped by name
-with ``rpo_verl.skip_checks=[memory]`` (names: see ``CHECKS``).
+with ``rpo_verl.skip_checks=[memory]`` (names: see ``all_checks``).
+
+This module holds the generic checks (``CHECKS``: model, data, reward function, rollout, device,
+memory, logger) and runs, after them, the CPU backend's ``cpu_options``
+(``rpo_verl.backends.cpu.checks``) in its place among them and every registered feature's check
+(``FeatureSpec.checks`` in ``rpo_verl.config.features.FEATURES``, named after the feature). It
+imports no feature: the registry names them as strings.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from rpo_verl.backends.cpu.checks import (  # noqa: F401 - required_logical_cpus
     check_cpu_options,
     required_logical_cpus,
 )
+from rpo_verl.config.features import feature_checks
 from rpo_verl.config.problems import Problem, _as_list, _get, _is_remote, _on_cpu, _safe
-from rpo_verl.rpo.checks import check_rpo
 
 
 class StartupCheckError(RuntimeError):
@@ -38,7 +44,7 @@ class StartupCheckError(RuntimeError):
         lines = [f"rpo_verl start-up checks failed ({len(problems)} problem(s)); nothing was started:"]
         lines += [f"  - {p}" for p in problems]
         lines.append("(skip a check with rpo_verl.skip_checks=[<name>] if you know better; names: "
-                     + ", ".join(CHECKS) + ")")
+                     + ", ".join(all_checks()) + ")")
         super().__init__("\n".join(lines))
 
 
@@ -334,13 +340,6 @@ def check_logger(config: DictConfig) -> list[Problem]:
     return problems
 
 
-def check_r2vpo(config: DictConfig) -> list[Problem]:
-    """R²VPO's policy-loss and replay sections (rpo_verl/r2vpo/checks.py: startup_problems)."""
-    from rpo_verl.r2vpo.checks import startup_problems
-
-    return startup_problems(config)
-
-
 CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "model": check_model,
     "data": check_data,
@@ -350,20 +349,28 @@ CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "cpu_options": check_cpu_options,
     "memory": check_memory,
     "logger": check_logger,
-    "r2vpo": check_r2vpo,
-    "rpo": check_rpo,
 }
+
+
+def all_checks() -> dict[str, Callable[[DictConfig], list[Problem]]]:
+    """Every start-up check by name: the generic ``CHECKS``, then the features' (registry order)."""
+    features = feature_checks()
+    clash = sorted(set(features) & set(CHECKS))
+    if clash:
+        raise ValueError(f"feature(s) {clash} are named like a generic start-up check; rename the feature")
+    return {**CHECKS, **features}
 
 
 def run_checks(config: DictConfig, skip: Iterable[str] = ()) -> list[Problem]:
     """Run every check not in ``skip``; return all problems found (empty: good to go)."""
+    checks = all_checks()
     skip = set(skip)
-    unknown = skip - set(CHECKS)
+    unknown = skip - set(checks)
     if unknown:
         return [Problem("skip_checks", "rpo_verl.skip_checks", f"unknown check name(s) {sorted(unknown)}; "
-                        f"names: {list(CHECKS)}.")]
+                        f"names: {list(checks)}.")]
     problems: list[Problem] = []
-    for name, check in CHECKS.items():
+    for name, check in checks.items():
         if name not in skip:
             problems += check(config)
     return problems

@@ -123,9 +123,11 @@ def test_startup_check_passes_defaults_and_stock_loss_modes(compose_config):
 
 
 def test_startup_check_is_registered():
-    from rpo_verl.config.checks import CHECKS
+    from rpo_verl.config.checks import all_checks
+    from rpo_verl.config.features import FEATURES
 
-    assert CHECKS["r2vpo"].__module__ == "rpo_verl.config.checks"
+    assert FEATURES["r2vpo"].checks == "rpo_verl.r2vpo.checks:startup_problems"
+    assert all_checks()["r2vpo"] is startup_problems
 
 
 # ----------------------------------------------------------------------------- rows <-> buffer
