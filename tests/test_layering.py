@@ -212,6 +212,18 @@ def test_features_do_not_import_each_other():
     assert not crossing, "a feature imports another feature:\n  " + "\n  ".join(crossing)
 
 
+def test_generic_layers_never_import_a_feature():
+    """config/ and trainer/ (and everything below them) reach features only through FEATURES'
+    "module:attr" strings; only the entry points (floor 5) may name a feature directly."""
+    found = [
+        f"{_where(module, line)}: {module} imports {target}"
+        for module, edges in import_graph().items()
+        for target, line in edges.items()
+        if not _feature_of(module) and layer(module) < 5 and _feature_of(target)
+    ]
+    assert not found, "a generic layer imports a feature:\n  " + "\n  ".join(found)
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_source_file_is_at_most_400_lines(module):
     lines = len(MODULES[module].read_text(encoding="utf-8").splitlines())
