@@ -8,10 +8,10 @@ be checked on a CPU-only CI machine; a real launch stops on them. A check can be
 with ``rpo_verl.skip_checks=[memory]`` (names: see ``all_checks``).
 
 This module holds the generic checks (``CHECKS``: model, data, reward function, rollout, device,
-memory, logger) and runs, after them, the CPU backend's ``cpu_options``
-(``rpo_verl.backends.cpu.checks``) in its place among them and every registered feature's check
-(``FeatureSpec.checks`` in ``rpo_verl.config.features.FEATURES``, named after the feature). It
-imports no feature: the registry names them as strings.
+memory, logger, and the CPU backend's ``cpu_options`` from ``rpo_verl.backends.cpu.checks``) and
+runs them, then every registered feature's check (``FeatureSpec.checks`` in
+``rpo_verl.config.features.FEATURES``, named after the feature). It imports no feature: the
+registry names them as strings.
 """
 
 from __future__ import annotations
