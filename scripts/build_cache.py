@@ -130,7 +130,7 @@ class Builder:
     async def generate(self, rows: list[dict], parts, progress) -> int:
         from verl.trainer.ppo.reward import load_reward_manager
 
-        from rpo_verl.rpo.trainer_ext import derive_seed
+        from rpo_verl.rpo.step_rows import derive_seed
 
         loop = self._agent_loop()
         manager = None if self.args.no_score else load_reward_manager(self.config, self.tokenizer)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     from rpo_verl.config.checks import StartupCheckError
     from rpo_verl.rpo.cache_file import tokenizer_fingerprint
     from rpo_verl.rpo.cache_parts import PartsDir, parts_dir_for
-    from rpo_verl.rpo.trainer_ext import dataset_prompt_ids, id_range_of
+    from rpo_verl.rpo.step_rows import dataset_prompt_ids, id_range_of
     from rpo_verl.trainer.launch import prepare
 
     config = compose_config(args.overrides)

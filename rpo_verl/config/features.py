@@ -1,19 +1,31 @@
-"""Registry of rpo_verl's feature sections under the top-level ``rpo_verl:`` config block.
+"""Registry of rpo_verl's features: the one place where each feature is registered.
 
-Each feature (RPO, DPS, R2VPO, ...) owns one section ``rpo_verl.<name>`` described by one config
-dataclass (off by default). To add a feature, add one line to ``FEATURES``::
+Each feature (RPO, DPS, R2VPO, ...) lives in its own folder ``rpo_verl/<name>/`` and owns one
+config section ``rpo_verl.<name>``. Its ``FEATURES`` line names, as ``"module:attr"`` strings,
+everything the generic layers need from it:
 
-    "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig",
-                       extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
+* ``config``: the section's dataclass (off by default), built and validated by ``build_features``;
+* ``checks``: its start-up check, ``(DictConfig) -> list[rpo_verl.config.problems.Problem]``, run
+  by ``rpo_verl.config.checks.run_checks`` under the check name ``<name>``
+  (``rpo_verl.skip_checks=[<name>]`` skips it);
+* ``extension``: a ``rpo_verl.trainer.extension.TrainerExtension`` subclass that the trainer
+  instantiates when the section is enabled (``enable: true``, or always if the dataclass has no
+  ``enable`` field);
+* ``metrics``: the namespace of the metrics its extension logs (``<metrics>/...``; the shared
+  ``eff/`` efficiency and ``timing_s/`` namespaces are open to every feature).
+
+Adding a fourth method = its folder plus one line here, e.g.::
+
+    "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", checks="rpo_verl.rpo.checks:check_rpo",
+                       extension="rpo_verl.rpo.trainer_ext:RPOExtension", metrics="rpo"),
 
 and (so that ``rpo_verl.rpo.enable=true`` works on the command line without a ``+``) the section's
-defaults to ``rpo_verl/config/rpo_trainer.yaml``; ``tests/config/test_features.py`` checks that the
-YAML defaults equal the dataclass defaults. ``extension`` (optional) names a
-``rpo_verl.trainer.extension.TrainerExtension`` subclass that the trainer instantiates when the
-section is enabled (``enable: true``, or always if the dataclass has no ``enable`` field).
+defaults in ``rpo_verl/config/rpo_trainer.yaml``; ``tests/config/test_features.py`` checks that the
+YAML defaults equal the dataclass defaults and that every reference resolves.
 
-Classes are named as ``"module:attr"`` strings so that this table can be read without importing
-the features (or Ray) and without import cycles.
+The references are strings so that this table can be read without importing the features (or
+Ray): nothing in ``rpo_verl/config/`` or ``rpo_verl/trainer/`` imports a feature module, and the
+import graph stays free of cycles (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -26,18 +38,31 @@ from typing import Any
 from rpo_verl.config.validation import ConfigError, build_config
 
 
+# Metric namespaces every feature may write to besides its own.
+SHARED_METRIC_NAMESPACES = ("eff", "timing_s")
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
     config: str  # "module:ConfigDataclass"
     extension: str | None = None  # "module:TrainerExtensionSubclass" or None
+    checks: str | None = None  # "module:check_function" (config -> list[Problem]) or None
+    metrics: str | None = None  # the extension's metric namespace ("rpo" -> "rpo/..."), None: no metrics
+
+    def owns_metric(self, key: str) -> bool:
+        """Whether metric ``key`` is in this feature's namespace or a shared one."""
+        namespace = key.partition("/")[0] if "/" in key else None
+        return namespace is not None and (namespace == self.metrics or namespace in SHARED_METRIC_NAMESPACES)
 
 
 FEATURES: dict[str, FeatureSpec] = {
-    # One line per feature, e.g.
-    # "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
-    "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", extension="rpo_verl.rpo.trainer_ext:RPOExtension"),
-    "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig", extension="rpo_verl.dps.trainer_ext:DPSExtension"),
-    "r2vpo": FeatureSpec(config="rpo_verl.r2vpo.config:R2VPOTrainerConfig", extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension"),
+    # One line per feature (see the module docstring).
+    "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", checks="rpo_verl.rpo.checks:check_rpo",
+                       extension="rpo_verl.rpo.trainer_ext:RPOExtension", metrics="rpo"),
+    "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig",
+                       extension="rpo_verl.dps.trainer_ext:DPSExtension", metrics="dps"),
+    "r2vpo": FeatureSpec(config="rpo_verl.r2vpo.config:R2VPOTrainerConfig", checks="rpo_verl.r2vpo.checks:startup_problems",
+                         extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension", metrics="r2vpo"),
 }
 
 
@@ -92,6 +117,12 @@ def build_features(section: Any) -> dict[str, Any]:
         name: build_config(load_attr(spec.config), mapping.get(name), f"rpo_verl.{name}")
         for name, spec in FEATURES.items()
     }
+
+
+def feature_checks() -> dict[str, Any]:
+    """The registered features' start-up checks by check name (the feature's name), in
+    ``FEATURES`` order; imports each feature's checks module."""
+    return {name: load_attr(spec.checks) for name, spec in FEATURES.items() if spec.checks}
 
 
 def is_enabled(feature_config: Any) -> bool:

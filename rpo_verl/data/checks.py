@@ -31,7 +31,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rpo_verl.config.checks import Problem
+from rpo_verl.config.problems import Problem
 
 CHECK = "data"
 FILE_KEYS = ("data.train_files", "data.val_files")

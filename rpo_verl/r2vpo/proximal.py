@@ -9,7 +9,7 @@ inflates V̂ and λ for the whole batch. The decoupled form (Hilton et al. 2022;
   the loss's ratio r = π_θ/π_prox starts at 1 for fresh and stale rows alike, so the variance
   constraint and λ see only the movement of this update;
 * gives the row the truncated behaviour weight w = min(π_prox/μ, c)
-  (:func:`rpo_verl.r2vpo.loss.behaviour_weights`, per token or per sequence) as its
+  (:func:`rpo_verl.r2vpo.behaviour.behaviour_weights`, per token or per sequence) as its
   ``rollout_is_weights``, which the loss applies to the policy-gradient term only. Fresh rows carry
   weight 1 (or verl's own rollout-correction weights when those are on).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from rpo_verl.r2vpo.loss import BehaviourWeights, behaviour_weights
+from rpo_verl.r2vpo.behaviour import BehaviourWeights, behaviour_weights
 
 WEIGHT_FIELD = "rollout_is_weights"  # the field verl's ppo_loss passes to the policy loss
 

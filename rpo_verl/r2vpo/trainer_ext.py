@@ -27,9 +27,9 @@ is true; otherwise every hook returns at once. When active it
 * state: the replay buffer (and the batch counter that ages it) is saved with the trainer
   checkpoint; λ is saved by the actor workers in ``<checkpoint>/actor/r2vpo_dual.json``.
 
-Start-up (driver, before Ray): :func:`startup_problems` checks the policy-loss section
-(``validate_actor_policy_loss``) and the replay section; ``rpo_verl.config.checks`` runs it as the
-``r2vpo`` check.
+Start-up (driver, before Ray): ``rpo_verl.r2vpo.checks.startup_problems`` checks the policy-loss
+section (``validate_actor_policy_loss``) and the replay section; ``rpo_verl.config.checks`` runs it
+as the ``r2vpo`` check.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 LOSS_MODE_KEY = "actor_rollout_ref.actor.policy_loss.loss_mode"
-POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 # verl Role names whose worker holds the trained actor (the ref-only role is left alone).
 ACTOR_ROLES = ("actor", "actor_rollout", "actor_rollout_ref")
 REPLAY_KEY_PREFIX = "r2vpo-replay"
@@ -75,27 +74,6 @@ def _select(config: Any, key: str, default: Any = None) -> Any:
 def uses_r2vpo_loss(config: Any) -> bool:
     """Whether the actor trains with the ``r2vpo`` policy loss (full trainer config)."""
     return _select(config, LOSS_MODE_KEY, default="vanilla") == LOSS_NAME
-
-
-def startup_problems(config: Any) -> list:
-    """The ``r2vpo`` start-up check (driver side, before Ray starts): a bad
-    ``actor_rollout_ref.actor.policy_loss.r2vpo.*`` value, ``loss_mode=r2vpo`` with a ``_target_``
-    that cannot hold the section, or a bad ``rpo_verl.r2vpo.*`` value, each naming its key."""
-    from rpo_verl.config.checks import Problem
-    from rpo_verl.config.validation import ConfigError
-    from rpo_verl.r2vpo.config import build_trainer_config, validate_actor_policy_loss
-
-    problems = []
-    for build in (
-        lambda: validate_actor_policy_loss(_select(config, POLICY_LOSS_KEY)),
-        lambda: build_trainer_config(_select(config, "rpo_verl.r2vpo")),
-    ):
-        try:
-            build()
-        except (ConfigError, ValueError, TypeError) as exc:
-            key, sep, message = str(exc).partition(": ")
-            problems.append(Problem("r2vpo", key if sep else POLICY_LOSS_KEY, message if sep else str(exc)))
-    return problems
 
 
 # ----------------------------------------------------------------------------- rows <-> buffer

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from rpo_verl.rpo.cache_store import copy_spans
+from rpo_verl.rpo.cache_arena import copy_spans
 
 
 @dataclasses.dataclass

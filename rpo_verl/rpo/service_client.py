@@ -17,7 +17,8 @@ import numpy as np
 
 from rpo_verl.rpo.batches import PrefixBatch, UpdateBatch
 from rpo_verl.rpo.cache_file import CacheFileError
-from rpo_verl.rpo.cache_service import SERVICE_NAME, CacheServiceActor, as_rpo_config, derive_metrics
+from rpo_verl.rpo.cache_metrics import derive_metrics
+from rpo_verl.rpo.cache_service import SERVICE_NAME, CacheServiceActor, as_rpo_config
 
 
 def actor_name(name: str, k: int, num_shards: int) -> str:

@@ -1,6 +1,7 @@
 """Trainer-side hook interface for rpo_verl features (RPO, DPS, R2VPO, ...).
 
-A feature registers a ``TrainerExtension`` subclass in ``rpo_verl.config.features.FEATURES``;
+A feature registers a ``TrainerExtension`` subclass in ``rpo_verl.config.features.FEATURES``
+(``FeatureSpec.extension``);
 ``RpoVerlTrainer`` builds one instance per enabled feature (in ``FEATURES`` order) and calls the
 hooks below at fixed points of verl's unmodified v1 sync loop. Every hook is a no-op here, so a
 feature overrides only what it needs and features compose without editing the trainer.
@@ -10,23 +11,55 @@ non-tensor columns such as ``raw_prompt``, ``uid``, ``extra_info``; extra non-te
 the agent loop's kwargs). After rollout it is a ``transfer_queue.KVBatchMeta`` (keys of one row per
 *response* in TransferQueue partition ``batch.partition_id``); read and write its fields with
 ``transfer_queue.kv_batch_get`` / ``kv_batch_put`` as verl's trainer does.
+
+The trainer is typed as the ``Trainer`` protocol below (what extensions may use of
+``rpo_verl.trainer.trainer.RpoVerlTrainer`` and of verl's ``PPOTrainer`` underneath), so this
+module, which every feature imports, does not import the trainer (no import cycle).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from omegaconf import DictConfig
     from tensordict import TensorDict
     from transfer_queue import KVBatchMeta
 
-    from rpo_verl.trainer.trainer import RpoVerlTrainer
+
+class Trainer(Protocol):
+    """What an extension may use of the running trainer (``RpoVerlTrainer``; verl's ``PPOTrainer``
+    attributes are set up by verl's ``__init__``/``init``: the step counter and worker groups only by
+    ``init``, i.e. from ``on_init_end`` on)."""
+
+    config: DictConfig  # the full resolved trainer config
+    global_steps: int  # the current training step (0 before the first)
+    tokenizer: Any
+    train_dataset: Any
+    train_dataloader: Any
+    actor_rollout_wg: Any  # verl's actor(+rollout+ref) worker group, after ``init``
+
+    def fetch_dataloader_prompts(self, num_prompts: int) -> TensorDict:
+        """``num_prompts`` prompts from verl's dataloader, bypassing the extensions."""
+        ...
+
+    def _checkpoint_folder_to_resume(self) -> str | None:
+        """The checkpoint folder this run resumed from (None: fresh start)."""
+        ...
+
+    def _get_required_batch_multiple(self, dp_size: int) -> int:
+        """verl's: the multiple a training batch's size must be."""
+        ...
+
+    def _balance_batch(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        """verl's: reorder a batch's rows to balance tokens over data-parallel ranks."""
+        ...
 
 
 class TrainerExtension:
     """Base class: one feature's trainer logic. ``name`` is the feature's section name."""
 
-    def __init__(self, trainer: RpoVerlTrainer, config: Any, name: str):
+    def __init__(self, trainer: Trainer, config: Any, name: str):
         self.trainer = trainer  # the running trainer (config, tokenizer, worker groups, global_steps)
         self.config = config  # this feature's validated config dataclass
         self.name = name
@@ -85,7 +118,8 @@ class TrainerExtension:
         batch multiple, see ``PPOTrainer._balance_batch``); the next extension receives it."""
 
     def step_metrics(self) -> dict[str, float]:
-        """Extra metrics for this step's log line (namespaced: ``rpo/``, ``dps/``, ``eff/``...)."""
+        """Extra metrics for this step's log line, in the feature's namespace
+        (``FeatureSpec.metrics``: ``rpo/``, ``dps/``, ...) or a shared one (``eff/``, ``timing_s/``)."""
         return {}
 
     # -- checkpointing -----------------------------------------------------------------------

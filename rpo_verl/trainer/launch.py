@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rpo_verl.config.checks import Problem, StartupCheckError, enforce, run_checks
 from rpo_verl.config.features import RunConfig, build_features, build_run_config
 from rpo_verl.config.validation import ConfigError
+from rpo_verl.trainer.runtime import PLUGIN_MODULE, _cpu_platform_env
 
-PLUGIN_MODULE = "rpo_verl.plugin"
 # Config keys holding local paths that may be written with "~" or relative to the launch folder
 # (Ray workers do not share the driver's working directory).
 PATH_KEYS = (
@@ -33,13 +33,6 @@ PATH_KEYS = (
     "rpo_verl.metrics_file",
 )
 LIST_PATH_KEYS = ("data.train_files", "data.val_files")
-
-
-def _cpu_platform_env() -> dict[str, str]:
-    """Environment the CPU platform needs in every process (VERL_PLATFORM, torch threads)."""
-    from rpo_verl.backends.cpu.env import cpu_worker_env
-
-    return cpu_worker_env()
 
 
 def worker_env_vars(config: DictConfig) -> dict[str, str]:
@@ -173,58 +166,6 @@ def launch(config: DictConfig) -> None:
         env = dict(config.ray_kwargs.ray_init.runtime_env.env_vars)
         runner = RpoVerlTaskRunner.options(runtime_env={"env_vars": env})
     run_ppo(config, task_runner_class=runner)
-
-
-# ---------------------------------------------------------------------------- task-runner side
-
-
-def assert_plugin_loaded(config: DictConfig) -> None:
-    """Fail with a clear message if rpo_verl's registrations did not happen in this Ray process."""
-    import importlib
-
-    plugin = importlib.import_module(PLUGIN_MODULE)
-    if plugin.FAILED:
-        names = ", ".join(plugin.FAILED)
-        raise RuntimeError(f"rpo_verl's plugin failed to register {names} in a Ray worker:\n"
-                           + "\n".join(plugin.FAILED.values()))
-    if config.trainer.device == "cpu":
-        from verl.plugin.platform import get_platform
-
-        device = get_platform().device_name
-        if device != "cpu":
-            raise RuntimeError(f"trainer.device=cpu but verl's platform in the Ray workers is {device!r}: the "
-                               f"CPU platform environment ({_cpu_platform_env()}) did not reach them.")
-
-
-def metrics_file_path(config: DictConfig) -> str:
-    path = OmegaConf.select(config, "rpo_verl.metrics_file")
-    return path or os.path.join(config.trainer.default_local_dir, "metrics.jsonl")
-
-
-def will_resume(config: DictConfig) -> bool:
-    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
-
-    mode = config.trainer.resume_mode
-    if mode == "disable":
-        return False
-    if mode == "resume_path":
-        return True
-    return find_latest_ckpt_path(config.trainer.default_local_dir) is not None
-
-
-def prepare_metrics_file(config: DictConfig) -> str:
-    from rpo_verl.trainer import metrics_file
-
-    return metrics_file.prepare(metrics_file_path(config), resuming=will_resume(config))
-
-
-def save_resolved_config(config: DictConfig) -> str:
-    """Write the resolved config next to the metrics file (the summary reads batch sizes from it)."""
-    path = os.path.join(os.path.dirname(metrics_file_path(config)), "resolved_config.yaml")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(OmegaConf.to_yaml(config, resolve=True))
-    return path
 
 
 def main_with_clean_errors(config: DictConfig) -> None:

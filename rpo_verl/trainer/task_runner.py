@@ -46,7 +46,7 @@ class RpoVerlTaskRunner:
         configure_verl_logging()
         import transfer_queue as tq
 
-        from rpo_verl.trainer.launch import assert_plugin_loaded, prepare_metrics_file, save_resolved_config
+        from rpo_verl.trainer.runtime import assert_plugin_loaded, prepare_metrics_file, save_resolved_config
         from rpo_verl.trainer.trainer import RpoVerlTrainer
 
         assert_plugin_loaded(config)

@@ -8,6 +8,7 @@ overrides verl's own hook and helper methods to
 * guard two silent failure modes of verl's loop: a ``total_training_steps`` larger than
   ``steps_per_epoch * total_epochs`` stops early, and a resumed run whose checkpoint already
   reached ``total_training_steps`` exits cleanly after zero steps,
+* collect the extensions' metrics (each in its feature's namespace, ``FeatureSpec.metrics``),
 * log a few extra metrics: ``eff/gen_tokens`` (response tokens the policy generated this step,
   ``response_mask`` sum), ``timing_s/validate`` (each validation pass), ``timing_s/init``
   (workers + servers + checkpoint load, logged with the first step).
@@ -60,6 +61,7 @@ class RpoVerlTrainer(PPOTrainerSync):
         self.resumed_from_step = 0
         self._pending_metrics: dict[str, float] = {}
         self._train_ended = False
+        self._foreign_metrics_warned: set[str] = set()
 
     def _build_extensions(self) -> list[TrainerExtension]:
         extensions = []
@@ -235,8 +237,25 @@ class RpoVerlTrainer(PPOTrainerSync):
         metrics["eff/gen_tokens"] = generated_tokens(batch)
         metrics.update(self._pending_metrics)
         self._pending_metrics = {}
+        metrics.update(self.extension_metrics())
+
+    def extension_metrics(self) -> dict[str, float]:
+        """Every extension's ``step_metrics``; a key outside the feature's registered namespace
+        (``FeatureSpec.metrics``) or a shared one (``eff/``, ``timing_s/``) is logged all the same,
+        with a warning once per key (two features must not write the same key by accident)."""
+        out: dict[str, float] = {}
         for ext in self.extensions:
-            metrics.update(ext.step_metrics())
+            step = ext.step_metrics()
+            spec = FEATURES.get(ext.name)
+            foreign = sorted(k for k in step if spec is not None and not spec.owns_metric(k)
+                             and k not in self._foreign_metrics_warned)
+            if foreign:
+                self._foreign_metrics_warned.update(foreign)
+                logger.warning("rpo_verl.%s logs metric(s) %s outside its namespace %r (FeatureSpec.metrics in "
+                               "rpo_verl/config/features.py); name them '%s/...'", ext.name, foreign,
+                               f"{spec.metrics}/", spec.metrics)
+            out.update(step)
+        return out
 
 
 def generated_tokens(batch: KVBatchMeta) -> int:

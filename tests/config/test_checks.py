@@ -6,6 +6,7 @@ import pytest
 
 from rpo_verl.config import checks
 from rpo_verl.config.checks import Problem, StartupCheckError, enforce, run_checks
+from rpo_verl.rpo.checks import check_rpo
 
 
 def _keys(problems):
@@ -178,11 +179,11 @@ def test_logger_package_missing(compose_config):
 ])
 def test_rpo_prefix_under_the_loss_needs_recomputed_old_log_probs(compose_config, override, key):
     rpo = ("rpo_verl.rpo.enable=true", "rpo_verl.rpo.cache.init=lazy")
-    (problem,) = checks.check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true", override))
+    (problem,) = check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true", override))
     assert problem.key == key and "include_prefix" in problem.message
     # The suffix-only loss (default) has rollout log-probs for every token under the loss.
-    assert checks.check_rpo(compose_config(*rpo, override)) == []
-    assert checks.check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true")) == []
+    assert check_rpo(compose_config(*rpo, override)) == []
+    assert check_rpo(compose_config(*rpo, "rpo_verl.rpo.loss.include_prefix=true")) == []
 
 
 def test_skip_checks(compose_config):

@@ -195,7 +195,7 @@ def test_no_valid_tokens_is_finite_and_zero():
 
 
 def test_behaviour_weights_token_and_sequence():
-    from rpo_verl.r2vpo.loss import behaviour_weights
+    from rpo_verl.r2vpo.behaviour import behaviour_weights
 
     prox = torch.tensor([[-1.0, -2.0, -0.5, 0.0], [-1.0, -1.0, 0.0, 0.0]])
     mu = torch.tensor([[-1.5, -1.0, -0.5, -9.0], [-3.0, -1.2, 0.0, 0.0]])

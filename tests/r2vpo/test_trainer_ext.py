@@ -13,6 +13,7 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from rpo_verl.r2vpo import trainer_ext
+from rpo_verl.r2vpo.checks import startup_problems
 from rpo_verl.r2vpo.config import R2VPOTrainerConfig, build_trainer_config
 from rpo_verl.r2vpo.loss import _stale_from_batch
 from rpo_verl.r2vpo.replay import ReplayBuffer, ReplayConfig
@@ -24,7 +25,6 @@ from rpo_verl.r2vpo.trainer_ext import (
     pad_count,
     padding_rows,
     replayed_rows,
-    startup_problems,
     td_rows,
     uses_r2vpo_loss,
 )
@@ -123,9 +123,11 @@ def test_startup_check_passes_defaults_and_stock_loss_modes(compose_config):
 
 
 def test_startup_check_is_registered():
-    from rpo_verl.config.checks import CHECKS
+    from rpo_verl.config.checks import all_checks
+    from rpo_verl.config.features import FEATURES
 
-    assert CHECKS["r2vpo"].__module__ == "rpo_verl.config.checks"
+    assert FEATURES["r2vpo"].checks == "rpo_verl.r2vpo.checks:startup_problems"
+    assert all_checks()["r2vpo"] is startup_problems
 
 
 # ----------------------------------------------------------------------------- rows <-> buffer

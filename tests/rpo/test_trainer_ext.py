@@ -13,8 +13,7 @@ from rpo_verl.rpo.agent_loop import AGENT_LOOP_NAME, BUDGET_KEY, PREFIX_KEY, SEE
 from rpo_verl.rpo.cache_service import CacheService
 from rpo_verl.rpo.config import RPOCacheConfig, RPOConfig, RPOPrefixConfig
 from rpo_verl.rpo.service_client import CacheServiceClient
-from rpo_verl.rpo.trainer_ext import (
-    RPOExtension,
+from rpo_verl.rpo.step_rows import (
     Rows,
     check_response_budget,
     correctness,
@@ -24,6 +23,7 @@ from rpo_verl.rpo.trainer_ext import (
     rows_from_tensordict,
     timing_metrics,
 )
+from rpo_verl.rpo.trainer_ext import RPOExtension
 
 RESP = 32
 N_PROMPTS = 8

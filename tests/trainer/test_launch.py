@@ -4,7 +4,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from rpo_verl.trainer import launch
+from rpo_verl.trainer import launch, runtime
 
 
 def test_paths_are_expanded_and_absolute(compose_config, monkeypatch, tmp_path):
@@ -45,14 +45,14 @@ def test_existing_external_modules_are_kept(compose_config, monkeypatch):
 
 def test_metrics_file_defaults_to_the_run_folder(compose_config, tmp_path):
     cfg = compose_config(f"trainer.default_local_dir={tmp_path}")
-    assert launch.metrics_file_path(cfg) == str(tmp_path / "metrics.jsonl")
-    assert not launch.will_resume(cfg)
+    assert runtime.metrics_file_path(cfg) == str(tmp_path / "metrics.jsonl")
+    assert not runtime.will_resume(cfg)
     (tmp_path / "global_step_4").mkdir()
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
-    assert launch.will_resume(cfg)
+    assert runtime.will_resume(cfg)
     cfg = compose_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=disable",
                          f"rpo_verl.metrics_file={tmp_path}/m.jsonl")
-    assert not launch.will_resume(cfg) and launch.metrics_file_path(cfg) == f"{tmp_path}/m.jsonl"
+    assert not runtime.will_resume(cfg) and runtime.metrics_file_path(cfg) == f"{tmp_path}/m.jsonl"
 
 
 def test_only_the_sync_v1_trainer_is_accepted(compose_config):

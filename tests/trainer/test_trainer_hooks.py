@@ -52,6 +52,13 @@ class WorkerSwapExtension(TrainerExtension):
         return type("DemoActorWorker", (cls,), {})
 
 
+class MetricsExtension(TrainerExtension):
+    """Logs one metric in its namespace, one in a shared one and one in another feature's."""
+
+    def step_metrics(self):
+        return {"metered/a": 1.0, "eff/b": 2.0, "rpo/c": 3.0}
+
+
 class PickingExtension(TrainerExtension):
     """Selects prompts itself: draws 2x candidates from the dataloader and keeps every other one."""
 
@@ -195,3 +202,31 @@ def test_extensions_choose_the_worker_class(make_trainer, demo_features):
     assert role == Role.ActorRollout
     cls = trainer.role_worker_mapping[role].__ray_metadata__.modified_class
     assert cls.__name__ == "DemoActorWorker" and issubclass(cls, ActorRolloutRefWorker)
+
+
+def test_extension_metrics_outside_the_feature_namespace_are_logged_with_one_warning(make_trainer, demo_features,
+                                                                                    monkeypatch, caplog):
+    sys.modules["rpo_verl_demo_ext"].MetricsExtension = MetricsExtension
+    monkeypatch.setitem(features.FEATURES, "metered", FeatureSpec(
+        config="rpo_verl_demo_ext:DemoConfig", extension="rpo_verl_demo_ext:MetricsExtension", metrics="metered"))
+    trainer = make_trainer("data.train_batch_size=4")
+    trainer.extensions = [e for e in trainer.extensions if e.name == "metered"]
+    with caplog.at_level("WARNING", logger="rpo_verl.trainer.trainer"):
+        assert trainer.extension_metrics() == {"metered/a": 1.0, "eff/b": 2.0, "rpo/c": 3.0}
+        assert trainer.extension_metrics() == {"metered/a": 1.0, "eff/b": 2.0, "rpo/c": 3.0}
+    warnings = [r.getMessage() for r in caplog.records if "outside its namespace" in r.getMessage()]
+    assert len(warnings) == 1 and "rpo_verl.metered" in warnings[0] and "['rpo/c']" in warnings[0]
+
+
+def test_trainer_provides_what_the_extension_protocol_promises(make_trainer):
+    """trainer/extension.py types the trainer as a Protocol (no import of the trainer): the real
+    trainer must have every member it names (the step counter and worker groups are set by verl's
+    init(), which needs Ray)."""
+    from rpo_verl.trainer.extension import Trainer
+
+    trainer = make_trainer("data.train_batch_size=4")
+    methods = [n for n, v in vars(Trainer).items() if callable(v) and not n.startswith("__")]
+    assert methods and all(callable(getattr(trainer, n, None)) for n in methods)
+    attributes = [n for n in Trainer.__annotations__ if n not in ("actor_rollout_wg", "global_steps")]
+    assert attributes
+    assert all(hasattr(trainer, n) for n in attributes), [n for n in attributes if not hasattr(trainer, n)]

@@ -44,23 +44,6 @@ def cpu_worker_env(num_threads: int | None = None, processes_per_node: int = 1) 
     return {PLATFORM_ENV_VAR: PLATFORM_NAME, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-# vLLM-CPU settings for verl's vLLM server processes; a value already in the environment wins.
-ROLLOUT_SERVER_DEFAULTS = {
-    # Sleeping (not spinning) OpenMP threads: an idle engine must not take the trainer's cores.
-    "OMP_WAIT_POLICY": "PASSIVE",
-    # KV-cache space in GiB (vLLM-CPU's own default is 4 GiB per engine).
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    # vLLM-CPU pins its OpenMP threads to cores by default ("auto"); the trainer shares those
-    # cores between rollouts, so threads are left to the OS scheduler.
-    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-}
-
-
-def rollout_server_env() -> dict[str, str]:
-    """Environment for verl's vLLM server actor on the CPU platform (``CPUPlatform.rollout_env_vars``)."""
-    return {key: os.environ.get(key, default) for key, default in ROLLOUT_SERVER_DEFAULTS.items()}
-
-
 def activate_cpu_platform():
     """Select the CPU platform in this process (the driver). Returns verl's platform object.
 

@@ -115,6 +115,6 @@ class CPUPlatform(PlatformBase):
 
     def rollout_env_vars(self) -> dict[str, str]:
         """Env of verl's vLLM server actor (and the engine/worker processes it starts) on CPU."""
-        from rpo_verl.backends.cpu.env import rollout_server_env
+        from rpo_verl.backends.cpu.rollout_env import rollout_server_env
 
         return rollout_server_env()
