@@ -3,7 +3,8 @@
 # (delta = 5e-3, dual step eta = 0.1) replaces clipping; replay of the last 2 rollout batches (rho = 0.5).
 #   bash recipes/r2vpo_1.5b.sh
 #   bash recipes/r2vpo_1.5b.sh rpo_verl.r2vpo.replay.enable=false   # on-policy R2VPO only
-#   (with replay, watch r2vpo/lambda: on a 135M CPU run it climbed to ~80 and training collapsed, BENCHMARKS.md)
+#   (replay uses the decoupled objective: lambda on pi/pi_prox, capped at lambda_max=10, stale rows carry
+#    truncated weights; watch r2vpo/replay_is_ess_frac and r2vpo/lambda. Its 3-seed benchmark is pending: BENCHMARKS.md)
 #   Slurm: RECIPE=recipes/r2vpo_1.5b.sh NNODES=2 bash scripts/slurm/submit.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 MODEL=${MODEL:-deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B}

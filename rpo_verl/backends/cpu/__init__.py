@@ -8,8 +8,8 @@ Registers, through verl's own extension points:
   refuses with the settings to change);
 * when ``VERL_PLATFORM=cpu``: the process-group backend fix (``process_group``).
 
-A trainer uses ``env.cpu_worker_env()``, ``env.activate_cpu_platform()`` and
-``env.check_cpu_config()``; see ``env`` for the whole recipe.
+A trainer uses ``env.cpu_worker_env()`` and ``env.activate_cpu_platform()``; the start-up check
+``cpu_options`` (``checks``) names the settings that cannot run on CPU; see ``env`` for the recipe.
 """
 
 from __future__ import annotations

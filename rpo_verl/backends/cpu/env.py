@@ -9,7 +9,8 @@ call). Three places must agree:
 2. every Ray worker (TaskRunner, training workers, agent-loop, reward, rollout servers): merge
    ``cpu_worker_env()`` into ``ray_kwargs.ray_init.runtime_env.env_vars`` -- on a cluster
    started with ``ray start`` workers do not inherit the driver's environment;
-3. the config: ``check_cpu_config(config)`` names every setting that cannot work on CPU.
+3. the config: the start-up check ``cpu_options`` (``rpo_verl.backends.cpu.checks``) names every
+   setting that cannot work on CPU.
 
 Ray itself must be started with a *logical* GPU per training rank (``ray_init.num_gpus``, see
 ``CPUPlatform.ray_resource_name``) and ``trainer.n_gpus_per_node`` x ``trainer.nnodes`` ranks.
@@ -18,8 +19,6 @@ Ray itself must be started with a *logical* GPU per training rank (``ray_init.nu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from rpo_verl.backends.cpu.device import usable_cpu_count
 from rpo_verl.backends.cpu.platform import PLATFORM_NAME
@@ -72,47 +71,3 @@ def activate_cpu_platform():
             "activate_cpu_platform() before importing verl.trainer modules"
         )
     return get_platform()
-
-
-def _select(config: Any, key: str, default: Any = None) -> Any:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.is_config(config):
-        config = OmegaConf.create(dict(config) if isinstance(config, Mapping) else config)
-    return OmegaConf.select(config, key, default=default)
-
-
-def _needs_reference(config: Any) -> bool:  # verl.trainer.ppo.utils.need_reference_policy
-    return bool(
-        _select(config, "algorithm.use_kl_in_reward", False) or _select(config, "actor_rollout_ref.actor.use_kl_loss")
-    )
-
-
-def _needs_critic(config: Any) -> bool:
-    enable = _select(config, "critic.enable")
-    if enable is not None:
-        return bool(enable)
-    return _select(config, "algorithm.adv_estimator") == "gae"  # verl.trainer.ppo.utils.need_critic
-
-
-def check_cpu_config(config: Any) -> None:
-    """Raise ``ValueError`` naming every setting (dotted key, value, fix) the CPU backend rejects.
-
-    Checks what this backend decides: the device and the FSDP version of every trained or
-    reference model (FSDP1 needs an accelerator).
-    """
-    problems = []
-    device = _select(config, "trainer.device")
-    if device != "cpu":
-        problems.append(f"trainer.device={device!r}: set trainer.device=cpu")
-    keys = ["actor_rollout_ref.actor.strategy"]
-    if _needs_reference(config):
-        keys.append("actor_rollout_ref.ref.strategy")
-    if _needs_critic(config):
-        keys.append("critic.strategy")
-    for key in keys:
-        value = _select(config, key)
-        if value != "fsdp2":
-            problems.append(f"{key}={value!r}: set {key}=fsdp2 (FSDP2 is the only training backend on CPU)")
-    if problems:
-        raise ValueError("settings that cannot run on the CPU platform:\n  " + "\n  ".join(problems))

@@ -1,4 +1,5 @@
-"""What a trainer calls: the Ray worker env, platform activation in the driver, the config check."""
+"""What a trainer calls: the Ray worker env, platform activation in the driver; the CPU start-up
+check on verl's own default config."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rpo_verl.backends.cpu.device import usable_cpu_count
-from rpo_verl.backends.cpu.env import activate_cpu_platform, check_cpu_config, cpu_worker_env
+from rpo_verl.backends.cpu.env import activate_cpu_platform, cpu_worker_env
 
 from .cpu_test_utils import fresh_env, run_json
 
@@ -32,39 +33,37 @@ def verl_default_config():
     return OmegaConf.load(path)
 
 
-CPU_OVERRIDES = ["trainer.device=cpu", "actor_rollout_ref.actor.strategy=fsdp2", "algorithm.adv_estimator=grpo"]
+CPU_OVERRIDES = ["trainer.device=cpu", "actor_rollout_ref.actor.strategy=fsdp2",
+                 "actor_rollout_ref.actor.fsdp_config.strategy=fsdp2", "algorithm.adv_estimator=grpo"]
 
 
-def test_check_cpu_config_names_every_setting_to_change(verl_default_config):
-    with pytest.raises(ValueError) as excinfo:
-        check_cpu_config(verl_default_config)
-    message = str(excinfo.value)
-    assert "trainer.device='cuda': set trainer.device=cpu" in message
-    assert "actor_rollout_ref.actor.strategy='fsdp': set actor_rollout_ref.actor.strategy=fsdp2" in message
-    assert "critic.strategy='fsdp'" in message  # verl's default estimator is gae: a critic is trained
+def _strategy_keys(config) -> list[str]:
+    from rpo_verl.backends.cpu.checks import check_cpu_options
 
-    check_cpu_config(OmegaConf.merge(verl_default_config, OmegaConf.from_dotlist(CPU_OVERRIDES)))
+    return sorted(p.key for p in check_cpu_options(config) if p.key.endswith("strategy"))
 
 
-def test_check_cpu_config_checks_ref_and_critic_only_when_used(verl_default_config):
+def test_cpu_options_names_every_strategy_to_change(verl_default_config):
+    on_cpu = OmegaConf.merge(verl_default_config, OmegaConf.from_dotlist(["trainer.device=cpu"]))
+    keys = _strategy_keys(on_cpu)
+    assert "actor_rollout_ref.actor.strategy" in keys
+    assert "critic.strategy" in keys  # verl's default estimator is gae: a critic is trained
+
+    assert _strategy_keys(OmegaConf.merge(verl_default_config, OmegaConf.from_dotlist(CPU_OVERRIDES))) == []
+
+
+def test_cpu_options_checks_ref_and_critic_only_when_used(verl_default_config):
     with_ref = OmegaConf.from_dotlist(
         [*CPU_OVERRIDES, "actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.ref.strategy=fsdp"]
     )
-    with pytest.raises(ValueError, match="actor_rollout_ref.ref.strategy='fsdp'"):
-        check_cpu_config(OmegaConf.merge(verl_default_config, with_ref))
-    # ref.strategy follows actor.strategy by interpolation in verl's config.
+    assert "actor_rollout_ref.ref.strategy" in _strategy_keys(OmegaConf.merge(verl_default_config, with_ref))
+    # ref.strategy follows actor.strategy by interpolation in verl's config; its fsdp_config does not.
     ref_follows = OmegaConf.from_dotlist([*CPU_OVERRIDES, "actor_rollout_ref.actor.use_kl_loss=true"])
-    check_cpu_config(OmegaConf.merge(verl_default_config, ref_follows))
+    assert _strategy_keys(OmegaConf.merge(verl_default_config, ref_follows)) == [
+        "actor_rollout_ref.ref.fsdp_config.strategy"]
 
     gae = OmegaConf.from_dotlist([*CPU_OVERRIDES, "algorithm.adv_estimator=gae"])
-    with pytest.raises(ValueError, match="critic.strategy='fsdp'"):
-        check_cpu_config(OmegaConf.merge(verl_default_config, gae))
-
-
-def test_check_cpu_config_accepts_plain_mappings():
-    check_cpu_config({"trainer": {"device": "cpu"}, "actor_rollout_ref": {"actor": {"strategy": "fsdp2"}}})
-    with pytest.raises(ValueError, match="trainer.device=None"):
-        check_cpu_config({"actor_rollout_ref": {"actor": {"strategy": "fsdp2"}}})
+    assert "critic.strategy" in _strategy_keys(OmegaConf.merge(verl_default_config, gae))
 
 
 def test_activate_refuses_a_conflicting_verl_platform(monkeypatch):
