@@ -164,7 +164,11 @@ def test_time_limit_signal_requeues_and_resumes_from_checkpoint(submitter, slurm
     job, ckpt, _ = submitter.submit("requeue", "trainer.total_training_steps=3", *TINY, nnodes=1)
     latest = ckpt / "latest_checkpointed_iteration.txt"
     end = time.monotonic() + JOB_TIMEOUT
-    while not latest.exists():  # wait for the first checkpoint (step 1)
+    first_metrics = ckpt / "metrics.jsonl"
+    # Wait for the first checkpoint (step 1) and its metrics line: verl's fit() saves a step's
+    # checkpoint before it logs the step's metrics, so a signal in between would requeue correctly
+    # but leave the first run's file without step 1.
+    while not (latest.exists() and first_metrics.exists() and 1 in _steps(first_metrics)):
         state = slurm_cluster.job(job)
         assert state["JobState"] in ("PENDING", "RUNNING"), state
         assert time.monotonic() < end, "no checkpoint within the job timeout"
