@@ -375,7 +375,7 @@ def run_checks(config: DictConfig, skip: Iterable[str] = ()) -> list[Problem]:
     for name, check in checks.items():
         if name not in skip:
             problems += check(config)
-    return problems
+    return list(dict.fromkeys(problems))  # once each (e.g. one file given as train and val data)
 
 
 def enforce(problems: list[Problem], dry_run: bool, warn: Callable[[str], None] = print) -> None:

@@ -47,7 +47,7 @@ def write_prompts(path: Path, style: str) -> None:
     rows = []
     for i in range(PROMPTS):
         a, b = 12 + 7 * i, 5 + 3 * i
-        rows.append({"data_source": "bench/add", "ability": "math",
+        rows.append({"data_source": "rpo_verl/arith", "ability": "math",
                      "prompt": [{"role": "user", "content": f"What is {a} + {b}? {STYLES[style]}"}],
                      "reward_model": {"style": "rule", "ground_truth": str(a + b)},
                      "extra_info": {"split": "train", "index": i}})
@@ -65,7 +65,8 @@ def run_one(engine: str, style: str, max_tokens: int, steps: int, work: Path, mo
         f"actor_rollout_ref.actor.ppo_mini_batch_size={PROMPTS}", "actor_rollout_ref.rollout.temperature=1.0",
         f"trainer.total_training_steps={steps}", f"trainer.critic_warmup={steps + 1}",
         "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1",
-        "trainer.resume_mode=disable", f"trainer.default_local_dir={run_dir}", "trainer.experiment_name=bench",
+        "trainer.resume_mode=disable", "reward.custom_reward_function.path=pkg://rpo_verl.reward.score",
+        "reward.custom_reward_function.name=compute_score", f"trainer.default_local_dir={run_dir}", "trainer.experiment_name=bench",
     ]
     load_before = os.getloadavg()[0]
     start = time.monotonic()

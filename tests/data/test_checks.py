@@ -139,3 +139,12 @@ def test_bad_training_file_stops_main_before_ray(tiny_model, tmp_path):
     assert f"  - data.train_files: {train} has no column(s) reward_model" in out.stderr
     assert "ray init kwargs" not in out.stdout and "Traceback" not in out.stderr
     assert time.monotonic() - start < 120
+
+
+def test_one_file_as_train_and_val_data_is_reported_once(config):
+    from rpo_verl.config.checks import run_checks
+
+    cfg = config(_rows(2, source="bench/unknown"))
+    cfg.data.val_files = cfg.data.train_files
+    problems = [p for p in run_checks(cfg) if "no scorer" in p.message]
+    assert len(problems) == 1 and "bench/unknown" in problems[0].message
