@@ -108,3 +108,29 @@ def test_resume_from_checkpoint(vllm_runs):
 def test_vllm_server_runs_with_the_cpu_settings(vllm_runs):
     out = vllm_runs["resumed"].stdout
     assert "Enforce eager set" in out  # the CPU preset's enforce_eager reached the engine
+
+
+@pytest.fixture(scope="session")
+def vllm_dps_r2vpo(vllm_tiny_model_path, add_prompts, rpo_main, tmp_path_factory):
+    """Run C: DPS selection and the R²VPO loss (with replay) on top of verl's vLLM rollout, 2 steps."""
+    root = tmp_path_factory.mktemp("vllm_dps_r2vpo")
+    train = add_prompts(root / "train.parquet", 8, split="train")
+    run_dir = root / "run"
+    pl = "actor_rollout_ref.actor.policy_loss"
+    args = [a for a in _args(vllm_tiny_model_path, train, train, run_dir, 2, "trainer.val_before_train=false",
+                             "trainer.test_freq=-1", "rpo_verl.dps.enable=true", f"{pl}.loss_mode=r2vpo",
+                             "rpo_verl.r2vpo.replay.enable=true")
+            if not a.startswith("rpo_verl.rpo.")]
+    done = rpo_main(args, timeout=900, log_path=root / "c.log")
+    assert done.returncode == 0, done.stdout[-8000:]
+    return _steps(run_dir / "metrics.jsonl")
+
+
+def test_dps_and_r2vpo_on_top_of_vllm(vllm_dps_r2vpo):
+    assert sorted(vllm_dps_r2vpo) == [1, 2]
+    for step, m in vllm_dps_r2vpo.items():
+        assert m["dps/prompts_step"] == BATCH and m["dps/select_calls_step"] == 1, step
+        assert m["dps/rollouts_total"] == step * BATCH * N
+        assert m["r2vpo/lambda"] >= 0 and 0 < m["r2vpo/ratio_min"] <= m["r2vpo/ratio_max"], step
+        assert m["actor/grad_norm"] > 0
+    assert vllm_dps_r2vpo[2]["r2vpo/replay_rows"] > 0  # step 2 replays step 1's stale group
