@@ -186,8 +186,7 @@ def ray_log_paths(pid: int | None) -> list[str]:
         pass
     logs_dir = logs_dir or "/tmp/ray/session_latest/logs"
     if pid:
-        files = sorted(glob.glob(os.path.join(logs_dir, f"worker-*-{pid}.err"))
-                       + glob.glob(os.path.join(logs_dir, f"worker-*-{pid}.out")))
+        files = sorted(glob.glob(os.path.join(logs_dir, f"worker-*-{pid}.err")))  # its tracebacks
         if files:
-            return files
+            return files[-1:]
     return [f"Ray's logs in {logs_dir}"]
