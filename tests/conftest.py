@@ -59,28 +59,42 @@ def write_add_prompts(path, n: int, seed: int = 0, split: str = "test") -> str:
     return str(path)
 
 
+def session_processes(sid: int, title: str = "") -> list[int]:
+    """Processes of session ``sid`` whose command line contains ``title`` (Ray titles its actor
+    processes ``ray::<ActorClass>``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid and title in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
+    return pids
+
+
 def kill_session(pid: int) -> None:
     """SIGKILL the process group ``pid`` and anything else left in its session (Ray's processes)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == pid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    for other in session_processes(pid):
+        try:
+            os.kill(other, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def run_session(cmd: list[str], timeout: float, log_path=None, env: dict | None = None, kill_when=None,
-                kill_delay: float = 1.0):
+                kill_delay: float = 1.0, on_poll=None):
     """Run ``cmd`` from the repo root in a new session, output to ``log_path`` (a temporary file if
     None). Past ``timeout`` the whole session is killed and the test fails (a Ray hang must not
     block CI); ``kill_when`` (a path, or a callable returning True) SIGKILLs it on purpose
-    ``kill_delay`` seconds after it becomes true (time for a file that just appeared to be complete).
-    Returns a ``CompletedProcess`` (``stdout`` = the output) with ``killed`` set."""
+    ``kill_delay`` seconds after it becomes true (time for a file that just appeared to be complete);
+    ``on_poll(pid)`` is called every 0.2 s while it runs (e.g. to kill one of its processes).
+    Returns a ``CompletedProcess`` (``stdout`` = the output) with ``killed`` and ``ended_at``
+    (``time.monotonic()`` when it exited) set."""
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix="rpo_verl_run_", suffix=".log")[1])
     full_env = dict(os.environ, RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1", **(env or {}))
@@ -102,17 +116,22 @@ def run_session(cmd: list[str], timeout: float, log_path=None, env: dict | None 
                     proc.wait()
                     killed = True
                     break
+                if on_poll is not None:
+                    on_poll(proc.pid)
                 time.sleep(0.2)
+            ended_at = time.monotonic()
         finally:
             kill_session(proc.pid)  # also reaps Ray processes a crashed run left behind
     result = subprocess.CompletedProcess(cmd, proc.returncode, Path(log_path).read_text(), "")
     result.killed = killed
+    result.ended_at = ended_at
     return result
 
 
-def run_main(args: list[str], timeout: float, log_path=None, env: dict | None = None, kill_when=None):
+def run_main(args: list[str], timeout: float, log_path=None, env: dict | None = None, kill_when=None, on_poll=None):
     """``python -m rpo_verl.main <args>`` through :func:`run_session`."""
-    return run_session([sys.executable, "-m", "rpo_verl.main", *args], timeout, log_path, env, kill_when)
+    return run_session([sys.executable, "-m", "rpo_verl.main", *args], timeout, log_path, env, kill_when,
+                       on_poll=on_poll)
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +149,14 @@ def add_prompts():
 
 
 @pytest.fixture(scope="session")
+def session_pids():
+    """``session_pids(sid, title="")``: the processes of a run's session (see ``session_processes``)."""
+    return session_processes
+
+
+@pytest.fixture(scope="session")
 def rpo_main():
-    """``rpo_main(args, timeout, log_path=None, env=None, kill_when=None)`` runs
+    """``rpo_main(args, timeout, log_path=None, env=None, kill_when=None, on_poll=None)`` runs
     ``python -m rpo_verl.main`` (see ``run_session``)."""
     return run_main
 

@@ -12,7 +12,9 @@ everything the generic layers need from it:
   instantiates when the section is enabled (``enable: true``, or always if the dataclass has no
   ``enable`` field);
 * ``metrics``: the namespace of the metrics its extension logs (``<metrics>/...``; the shared
-  ``eff/`` efficiency and ``timing_s/`` namespaces are open to every feature).
+  ``eff/`` efficiency and ``timing_s/`` namespaces are open to every feature);
+* ``components``: its Ray actor classes by class name, with what a failure message calls them
+  (``rpo_verl.trainer.failures``: "the RPO cache service failed").
 
 Adding a fourth method = its folder plus one line here, e.g.::
 
@@ -48,6 +50,7 @@ class FeatureSpec:
     extension: str | None = None  # "module:TrainerExtensionSubclass" or None
     checks: str | None = None  # "module:check_function" (config -> list[Problem]) or None
     metrics: str | None = None  # the extension's metric namespace ("rpo" -> "rpo/..."), None: no metrics
+    components: Mapping[str, str] = dataclasses.field(default_factory=dict)  # actor class -> description
 
     def owns_metric(self, key: str) -> bool:
         """Whether metric ``key`` is in this feature's namespace or a shared one."""
@@ -58,9 +61,11 @@ class FeatureSpec:
 FEATURES: dict[str, FeatureSpec] = {
     # One line per feature (see the module docstring).
     "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", checks="rpo_verl.rpo.checks:check_rpo",
-                       extension="rpo_verl.rpo.trainer_ext:RPOExtension", metrics="rpo"),
+                       extension="rpo_verl.rpo.trainer_ext:RPOExtension", metrics="rpo",
+                       components={"CacheServiceActor": "RPO cache service"}),
     "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig",
-                       extension="rpo_verl.dps.trainer_ext:DPSExtension", metrics="dps"),
+                       extension="rpo_verl.dps.trainer_ext:DPSExtension", metrics="dps",
+                       components={"DPSScheduler": "DPS scheduler"}),
     "r2vpo": FeatureSpec(config="rpo_verl.r2vpo.config:R2VPOTrainerConfig", checks="rpo_verl.r2vpo.checks:startup_problems",
                          extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension", metrics="r2vpo"),
 }

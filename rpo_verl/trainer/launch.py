@@ -155,27 +155,29 @@ def launch(config: DictConfig) -> None:
 
     from verl.trainer.main_ppo import run_ppo
 
+    from rpo_verl.trainer.failure_watch import WatchedRunner
     from rpo_verl.trainer.task_runner import RpoVerlTaskRunner
 
     import ray
 
-    runner = RpoVerlTaskRunner
+    options = {}
     if ray.is_initialized():
         # Ray was started before (e.g. attached by a caller): run_ppo skips ray.init and its job
         # runtime_env, so give the environment to the task runner; its workers inherit it.
-        env = dict(config.ray_kwargs.ray_init.runtime_env.env_vars)
-        runner = RpoVerlTaskRunner.options(runtime_env={"env_vars": env})
-    run_ppo(config, task_runner_class=runner)
+        options["runtime_env"] = {"env_vars": dict(config.ray_kwargs.ray_init.runtime_env.env_vars)}
+    # WatchedRunner: the first failure filed by any worker ends the run (failure_watch.py)
+    run_ppo(config, task_runner_class=WatchedRunner(RpoVerlTaskRunner, options))
 
 
 def main_with_clean_errors(config: DictConfig) -> None:
-    """``launch`` with start-up problems printed as a list (exit code 2), not as a traceback."""
+    """``launch`` with start-up problems printed as a list (exit code 2), not as a traceback; a
+    failure once Ray is up as a short report (exit code 1, ``failure_watch.exit_on_run_failure``)."""
     try:
         launch(config)
     except StartupCheckError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - only Ray's out-of-memory kill is translated
+    except Exception as exc:  # noqa: BLE001 - Ray's out-of-memory kill and run failures are translated
         from ray.exceptions import OutOfMemoryError
 
         if isinstance(exc, OutOfMemoryError):  # also Ray's RayTaskError(OutOfMemoryError)
@@ -187,4 +189,11 @@ def main_with_clean_errors(config: DictConfig) -> None:
                   "(actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu). Checkpoints up to the last "
                   "save are kept; rerun to resume.", file=sys.stderr)
             sys.exit(3)
-        raise
+        import ray
+
+        if not ray.is_initialized():
+            raise
+        # Ray is up: a worker or the trainer failed. The short report, printed last (failure_watch.py).
+        from rpo_verl.trainer.failure_watch import exit_on_run_failure, failure_log_path
+
+        exit_on_run_failure(exc, failure_log_path(config))

@@ -23,9 +23,11 @@ class RpoVerlTaskRunner:
         self.agent_loop_manager = None
 
     def init_agent_loop_manager(self):
-        """As verl's: ``AgentLoopManagerTQ`` unless ``rollout.agent.agent_loop_manager_class`` names one."""
-        from verl.trainer.ppo.v1 import AgentLoopManagerTQ
+        """As verl's: ``AgentLoopManagerTQ`` (fail-fast variant) unless ``rollout.agent.agent_loop_manager_class`` names one."""
         from verl.utils.import_utils import load_class_from_fqn
+
+        # verl's AgentLoopManagerTQ, reporting failed agent loops (rpo_verl/trainer/agent_loop.py)
+        from rpo_verl.trainer.agent_loop import FailFastAgentLoopManager as AgentLoopManagerTQ
 
         manager_class_fqn = self.config.actor_rollout_ref.rollout.get("agent", {}).get("agent_loop_manager_class")
         if manager_class_fqn:
