@@ -48,6 +48,7 @@ class SchedulerCore:
         self.nan_total = 0
         self.num_selects = 0
         self.last_selected = np.zeros(0, np.int64)
+        self.last_counted = np.zeros(0, np.int64)  # distinct ids the last update counted (for the journal)
         self.last_select_time = 0.0
         self.last_metrics: dict[str, float] = {}
 
@@ -131,6 +132,7 @@ class SchedulerCore:
         self.selector.update(ids, rates, k)
         update_time = time.perf_counter() - t0
         self._count(ids)
+        self.last_counted = ids
         self.num_updates += 1
         nan_ids = ids[states == UNOBSERVED]
         if nan_ids.size:
@@ -200,8 +202,10 @@ class SchedulerCore:
         return dict(self.last_metrics)
 
     # --- persistence ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
+    def state_dict(self, include_counts: bool = True) -> dict:
+        """The whole state; ``include_counts=False`` leaves out ``sample_counts`` (the only O(N) array,
+        persisted by ``count_journal`` in the actor's per-update snapshot) and is O(active prompts)."""
+        state = {
             "version": STATE_VERSION,
             "selector_name": self.config.selector,
             "num_prompts": self.num_prompts,
@@ -209,7 +213,6 @@ class SchedulerCore:
             "num_selects": self.num_selects,
             "last_selected": self.last_selected.copy(),
             "selector": self.selector.state_dict(),
-            "sample_counts": self.sample_counts.copy(),
             "count_hist": self.count_hist.copy(),
             "count_sum": self.count_sum,
             "count_sumsq": self.count_sumsq,
@@ -217,6 +220,9 @@ class SchedulerCore:
             "nan_total": self.nan_total,
             "last_metrics": dict(self.last_metrics),
         }
+        if include_counts:
+            state["sample_counts"] = self.sample_counts.copy()
+        return state
 
     def cursor_state(self) -> dict:
         """What ``select`` changed since the last update (small; see Selector.cursor_state)."""

@@ -88,6 +88,7 @@ def bench_scheduler(args) -> dict:
         "impl": f"SchedulerCore({args.selector}, active-set HMM)",
         "step_time_s_median": float(np.median(times)),
         "step_time_s_max": float(np.max(times)),
+        "step_time_s_p95": float(np.percentile(times, 95)),
         "state_bytes": int(state),
         "step_peak_extra_bytes": int(max(peaks)),
         "total_peak_gib": (state + max(peaks)) / GIB,
@@ -99,6 +100,42 @@ def bench_scheduler(args) -> dict:
     del core
     gc.collect()
     return res
+
+
+def bench_actor(args) -> dict:
+    """The Ray actor's body (``DPSScheduler``, no Ray) with its default per-update snapshot: select +
+    cursor file, update + count journal + snapshot file, in ``--snapshot-dir``. Rare O(N) steps
+    (journal compaction, about every N / (4 B) updates) are outside this window unless it is long."""
+    import tempfile
+
+    from rpo_verl.dps.scheduler import DPSScheduler
+
+    gc.collect()
+    rss0 = rss()
+    folder = tempfile.mkdtemp(prefix="dps_scale_", dir=args.snapshot_dir)
+    actor = DPSScheduler({"enable": True, "selector": args.selector, "pool_ratio": args.pool_ratio, "seed": 0,
+                          "snapshot_path": os.path.join(folder, "dps_snapshot.npz")}, args.num_prompts, args.k)
+    rng = np.random.default_rng(0)
+    times, first = [], None
+    for i in range(args.warmup + args.steps):
+        rates = random_rates(rng, args.batch, args.k)
+        t0 = time.perf_counter()
+        ids = actor.select(args.batch)
+        actor.update(ids, rates)
+        if i == 0:
+            first = time.perf_counter() - t0  # starts the journal: one O(N) base write
+        elif i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    snapshot_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    rss1, peak1 = rss(), peak_rss()
+    subprocess.run(["rm", "-rf", folder], check=True)
+    return {
+        "impl": f"DPSScheduler actor body ({args.selector}, snapshot every update)",
+        "step_time_s_median": float(np.median(times)), "step_time_s_max": float(np.max(times)),
+        "step_time_s_p95": float(np.percentile(times, 95)), "first_step_time_s": float(first), "snapshot_files_bytes": int(snapshot_bytes),
+        "state_bytes": 0, "step_peak_extra_bytes": 0, "total_peak_gib": 0.0,
+        "rss_delta_gib": (rss1 - rss0) / GIB, "peak_rss_delta_gib": (peak1 - rss0) / GIB,
+    }
 
 
 def bench_dense(args) -> dict:
@@ -129,6 +166,7 @@ def bench_dense(args) -> dict:
         "impl": "DenseHMMFilter(float32) + argpartition",
         "step_time_s_median": float(np.median(times)),
         "step_time_s_max": float(np.max(times)),
+        "step_time_s_p95": float(np.percentile(times, 95)),
         "state_bytes": int(state),
         "step_peak_extra_bytes": int(max(peaks)),
         "total_peak_gib": (state + max(peaks)) / GIB,
@@ -148,6 +186,7 @@ def plot(results: list[dict], path: Path) -> None:
     for r in results:
         series.setdefault(f"{r['impl'].split('(')[0]} B={r['batch']}", []).append(r)
     for label, rs in sorted(series.items()):
+        label = label.replace("DPSScheduler actor body", "actor + snapshot")
         rs = sorted(rs, key=lambda r: r["num_prompts"])
         n = [r["num_prompts"] for r in rs]
         axes[0].plot(n, [r["step_time_s_median"] for r in rs], marker="o", label=label)
@@ -177,6 +216,8 @@ def run_child(args, impl: str, n: int, batch: int) -> dict:
            "--k", str(args.k), "--selector", args.selector, "--warmup", str(args.warmup), "--steps", str(args.steps)]
     if args.pool_ratio is not None:
         cmd += ["--pool-ratio", str(args.pool_ratio)]
+    if args.snapshot_dir:
+        cmd += ["--snapshot-dir", args.snapshot_dir]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -194,13 +235,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--dense", action="store_true", help="also run the O(N) dense filter")
     ap.add_argument("--dense-max", type=float, default=1e7, help="largest N for --dense (it is O(N) memory)")
+    ap.add_argument("--actor", action="store_true", help="also time the actor body with its per-update snapshot")
+    ap.add_argument("--snapshot-dir", default=None, help="where --actor writes its snapshot (default: the temp dir)")
     ap.add_argument("--redo", action="store_true", help="re-measure points already in the JSON")
     ap.add_argument("--out-dir", default="scripts/bench/results")
-    ap.add_argument("--child", choices=["scheduler", "dense"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["scheduler", "dense", "actor"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         args.num_prompts, args.batch = int(float(args.num_prompts)), int(args.batch)
-        res = bench_scheduler(args) if args.child == "scheduler" else bench_dense(args)
+        res = {"scheduler": bench_scheduler, "dense": bench_dense, "actor": bench_actor}[args.child](args)
         print(json.dumps({"num_prompts": args.num_prompts, "batch": args.batch, "k": args.k,
                           "selector": args.selector, "pool_ratio": args.pool_ratio, **res}))
         return
@@ -213,7 +256,8 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
     for n in [int(float(x)) for x in args.num_prompts.split(",") if x]:
         for batch in [int(x) for x in args.batch.split(",") if x]:
-            impls = ["scheduler"] + (["dense"] if args.dense and n <= args.dense_max else [])
+            impls = ["scheduler"] + (["actor"] if args.actor else []) + (
+                ["dense"] if args.dense and n <= args.dense_max else [])
             for impl in impls:
                 key = point_key(impl, n, batch, args.selector)
                 if key in done and not args.redo:
@@ -225,7 +269,8 @@ def main() -> None:
                 report = {"results": list(done.values()), "targets": TARGET, "targets_1e8": TARGET_1E8,
                           "authors_reference": AUTHORS}
                 path.write_text(json.dumps(report, indent=2))
-                print(f"{key}: {r['step_time_s_median'] * 1e3:.2f} ms median ({r['step_time_s_max'] * 1e3:.2f} max), "
+                print(f"{key}: {r['step_time_s_median'] * 1e3:.2f} ms median ({r['step_time_s_max'] * 1e3:.2f} max"
+                      + (f", first {r['first_step_time_s']:.2f} s" if "first_step_time_s" in r else "") + "), "
                       f"state {r['state_bytes'] / GIB:.3f} GiB + step peak {r['step_peak_extra_bytes'] / GIB:.3f} GiB, "
                       f"RSS delta {r['rss_delta_gib']:.3f}, peak RSS delta {r['peak_rss_delta_gib']:.3f} GiB"
                       + (f", active {r['active_prompts']}" if "active_prompts" in r else ""), flush=True)
