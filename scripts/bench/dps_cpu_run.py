@@ -36,6 +36,7 @@ CACHE = os.environ.get("RPO_VERL_CACHE", os.path.expanduser("~/.cache/rpo_verl")
 METHODS = {
     "uniform": ["rpo_verl.dps.selector=uniform"],
     "dps": ["rpo_verl.dps.selector=dps"],
+    "mopps": ["rpo_verl.dps.selector=mopps"],
     "dapo_ds": ["rpo_verl.dps.selector=uniform", "algorithm.filter_groups.enable=true",
                 "algorithm.filter_groups.metric=acc"],
 }
