@@ -88,11 +88,16 @@ class DPSScheduler:
 
     def _new_journal(self, counts_before_last_update: bool = False) -> None:
         counts, n = self.core.sample_counts, self.core.num_updates
-        if counts_before_last_update:  # the base is the state before the update about to be journalled
-            counts = counts.copy()
-            counts[self.core.last_counted] -= 1
-            n -= 1
-        self.journal = CountJournal.start(self.config.snapshot_path, counts, n)
+        if not counts_before_last_update:
+            self.journal = CountJournal.start(self.config.snapshot_path, counts, n)
+            return
+        # The base is the state before the update about to be journalled: undo it in place (no O(N) copy).
+        last = self.core.last_counted
+        counts[last] -= 1
+        try:
+            self.journal = CountJournal.start(self.config.snapshot_path, counts, n - 1)
+        finally:
+            counts[last] += 1
 
     def _write_snapshot(self) -> None:
         save_state(self.config.snapshot_path,
