@@ -208,9 +208,14 @@ def campaign(args, runner, commit: str, pool_builder) -> list[dict]:
 def build_pool(args, folder: Path) -> dict:
     """Calibrate candidates with the start model, write the stratified pool and the validation set."""
     calib = folder / "calibration.json"
+    params = pool_params(args)
     if calib.exists():
-        return {"train": str(folder / "train.parquet"), "val": str(folder / "val.parquet"),
-                "calibration": json.loads(calib.read_text())}
+        info = json.loads(calib.read_text())
+        differ = {k: (info[k], v) for k, v in params.items() if k in info and info[k] != v}
+        if differ:
+            raise SystemExit(f"{calib} was calibrated with other settings (saved, now): {differ}; use another --out "
+                             f"or delete {folder}")
+        return {"train": str(folder / "train.parquet"), "val": str(folder / "val.parquet"), "calibration": info}
     import pandas as pd
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -237,12 +242,17 @@ def build_pool(args, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(pool).to_parquet(folder / "train.parquet")
     pd.DataFrame(val).to_parquet(folder / "val.parquet")
-    info = {"model": args.model, "candidates": args.candidates, "k": args.n, "max_new_tokens": args.response,
-            "task": {"steps": [1, args.steps_max], "ops": args.ops}, "mix": mix, "pool_size": len(pool),
-            "candidate_hits_histogram": np.bincount(hits, minlength=args.n + 1).tolist(),
+    info = {**params, "mix": mix, "candidate_hits_histogram": np.bincount(hits, minlength=args.n + 1).tolist(),
             "calibration_s": time.monotonic() - t0}
     calib.write_text(json.dumps(info, indent=1))
     return {"train": str(folder / "train.parquet"), "val": str(folder / "val.parquet"), "calibration": info}
+
+
+def pool_params(args) -> dict:
+    """The settings a cached pool was calibrated with (a resumed campaign must use the same)."""
+    return {"model": args.model, "candidates": args.candidates, "k": args.n, "max_new_tokens": args.response,
+            "task": {"steps": [1, args.steps_max], "ops": args.ops}, "pool_size": args.pool_size,
+            "val_size": args.val_size, "data_seed": args.data_seed}
 
 
 def train_run(args, seed: int, arm: str, folder: Path, pool: dict) -> tuple[dict, float]:

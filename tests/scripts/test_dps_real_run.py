@@ -120,3 +120,11 @@ def test_campaign_resumes_and_writes_schema(rr, tmp_path):
 def test_unknown_arm_rejected(rr):
     with pytest.raises(SystemExit):
         rr.parse_args(["--arms", "uniform,best"])
+
+
+def test_cached_pool_must_match_the_calibration_settings(rr, tmp_path):
+    args = rr.parse_args(["--n", "8", "--pool-size", "48"])
+    (tmp_path / "calibration.json").write_text(json.dumps({**rr.pool_params(args), "mix": {"never": 48}}))
+    assert rr.build_pool(args, tmp_path)["calibration"]["mix"] == {"never": 48}  # reused, nothing sampled
+    with pytest.raises(SystemExit, match="calibrated with other settings"):
+        rr.build_pool(rr.parse_args(["--n", "4", "--pool-size", "48"]), tmp_path)
