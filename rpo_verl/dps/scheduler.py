@@ -10,7 +10,10 @@ Driver side::
 Fault tolerance: the actor is created with ``max_restarts``; after every ``snapshot_every``-th
 update it writes its state atomically to ``snapshot_path``, and a restarted actor (same
 constructor arguments) reloads that file, plus a small cursor file written after every select
-(random stream, epoch position, last answer). The client retries a call after the actor died;
+(random stream, epoch position, last answer). The snapshot leaves out the per-prompt sample counts
+(the one O(N) array): every update appends its counted ids to a journal (``count_journal``), which
+is compacted into a new base once it holds more ids than N/4, so an update stays O(batch)
+(amortised) at any dataset size; the restored counts are exact. The client retries a call after the actor died;
 selects and updates carry their index, so a retried call that had already been executed returns
 the same ids / is not applied twice.
 """
@@ -26,7 +29,8 @@ import ray
 
 from rpo_verl.dps.config import DPSConfig, build_dps_config
 from rpo_verl.dps.core import SchedulerCore
-from rpo_verl.dps.state_io import load_state, save_state
+from rpo_verl.dps.count_journal import CountJournal, journal_files
+from rpo_verl.dps.state_io import COUNTS_JOURNAL_KEY, load_state, save_state
 
 logger = logging.getLogger("rpo_verl.dps")
 
@@ -40,13 +44,18 @@ class DPSScheduler:
         self.config: DPSConfig = build_dps_config(config)
         self.core = SchedulerCore(self.config, num_prompts, rollouts_per_prompt)
         self.restored_from: str | None = None
+        self.journal: CountJournal | None = None
         path = self.config.snapshot_path
         if path and os.path.exists(path):
-            self.core.load_state_dict(load_state(path))
+            self.core.load_state_dict(load_state(path))  # sample counts rebuilt from the snapshot's journal
             self.restored_from = path
-            if os.path.exists(self._cursor_path):
-                self.core.load_cursor_state(load_state(self._cursor_path))
+            self._new_journal()  # O(N) once per restart; the snapshot then names it
+            self._write_snapshot()
             logger.warning("DPS scheduler restored from snapshot %s (%d updates)", path, self.core.num_updates)
+        if path:
+            self._drop_journals(keep=self.journal)
+        if self.restored_from and os.path.exists(self._cursor_path):
+            self.core.load_cursor_state(load_state(self._cursor_path))
 
     @property
     def _cursor_path(self) -> str:
@@ -63,11 +72,43 @@ class DPSScheduler:
         before = self.core.num_updates
         metrics = self.core.update(prompt_ids, success_rates, num_rollouts, update_index)
         path = self.config.snapshot_path
-        if path and self.core.num_updates != before and self.core.num_updates % self.config.snapshot_every == 0:
+        if path and self.core.num_updates != before:
             t0 = time.perf_counter()
-            save_state(path, self.core.state_dict())
-            metrics["dps/snapshot_time_s"] = time.perf_counter() - t0
+            if self.journal is None:
+                self._new_journal(counts_before_last_update=True)
+            self.journal.append(self.core.num_updates - 1, self.core.last_counted)
+            if self.core.num_updates % self.config.snapshot_every == 0:
+                self._write_snapshot()
+                if self.journal.logged_ids > self.core.num_prompts // 4:
+                    self._new_journal()  # compaction: O(N), once per ~N / (4 B) updates
+                    self._write_snapshot()
+                    self._drop_journals(keep=self.journal)
+                metrics["dps/snapshot_time_s"] = time.perf_counter() - t0
         return metrics
+
+    def _new_journal(self, counts_before_last_update: bool = False) -> None:
+        counts, n = self.core.sample_counts, self.core.num_updates
+        if not counts_before_last_update:
+            self.journal = CountJournal.start(self.config.snapshot_path, counts, n)
+            return
+        # The base is the state before the update about to be journalled: undo it in place (no O(N) copy).
+        last = self.core.last_counted
+        counts[last] -= 1
+        try:
+            self.journal = CountJournal.start(self.config.snapshot_path, counts, n - 1)
+        finally:
+            counts[last] += 1
+
+    def _write_snapshot(self) -> None:
+        save_state(self.config.snapshot_path,
+                   {**self.core.state_dict(include_counts=False), COUNTS_JOURNAL_KEY: self.journal.jid})
+
+    def _drop_journals(self, keep: CountJournal | None) -> None:
+        """Remove journal files the current snapshot does not name (earlier runs, compacted journals)."""
+        kept = {keep.base_path, keep.log_path} if keep is not None else set()
+        for stale in journal_files(self.config.snapshot_path):
+            if stale not in kept:
+                os.remove(stale)
 
     def metrics(self) -> dict:
         return self.core.metrics()
@@ -91,7 +132,9 @@ class DPSScheduler:
         state, or a restart before the next update would bring back the older/newer snapshot."""
         path = self.config.snapshot_path
         if path:
-            save_state(path, self.core.state_dict())
+            self._new_journal()
+            self._write_snapshot()
+            self._drop_journals(keep=self.journal)
             if os.path.exists(self._cursor_path):
                 os.remove(self._cursor_path)
 

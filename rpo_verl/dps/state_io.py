@@ -13,9 +13,11 @@ import zipfile
 
 import numpy as np
 
+from rpo_verl.dps.count_journal import CountJournal
 from rpo_verl.utils.atomic_files import atomic_write_npz
 
 META_KEY = "__meta__"
+COUNTS_JOURNAL_KEY = "counts_journal"
 FORMAT = "rpo_verl.dps.state/1"
 
 
@@ -67,7 +69,8 @@ def save_state(path: str, state: dict) -> None:
 
 
 def load_state(path: str) -> dict:
-    """Read a state written by ``save_state``; a damaged file raises ``DPSStateError``."""
+    """Read a state written by ``save_state``; a damaged file raises ``DPSStateError``. A snapshot
+    naming a sample-count journal (``count_journal``) comes back whole, counts included."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"DPS scheduler state file {path} does not exist")
     try:
@@ -75,7 +78,11 @@ def load_state(path: str) -> dict:
             header = json.loads(bytes(data[META_KEY]).decode())
             if header.get("format") != FORMAT:
                 raise ValueError(f"format {header.get('format')!r}, expected {FORMAT!r}")
-            return _join(header["state"], "", _Loaded(data))
+            state = _join(header["state"], "", _Loaded(data))
+        if COUNTS_JOURNAL_KEY in state:  # an actor snapshot: its sample counts live in a journal beside it
+            journal = CountJournal(path, str(state.pop(COUNTS_JOURNAL_KEY)))
+            state["sample_counts"] = journal.counts(int(state["num_updates"]), int(state["num_prompts"]))
+        return state
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DPSStateError(
             f"DPS scheduler state file {path} is corrupt or not a DPS state ({type(exc).__name__}: {exc}); "

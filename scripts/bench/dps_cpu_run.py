@@ -36,6 +36,7 @@ CACHE = os.environ.get("RPO_VERL_CACHE", os.path.expanduser("~/.cache/rpo_verl")
 METHODS = {
     "uniform": ["rpo_verl.dps.selector=uniform"],
     "dps": ["rpo_verl.dps.selector=dps"],
+    "mopps": ["rpo_verl.dps.selector=mopps"],
     "dapo_ds": ["rpo_verl.dps.selector=uniform", "algorithm.filter_groups.enable=true",
                 "algorithm.filter_groups.metric=acc"],
 }
@@ -160,28 +161,33 @@ def plot(results: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def add_training_args(parser, *, steps: int, test_freq: int, batch: int, n: int, timeout: float) -> None:
+    """The trainer-run options ``overrides`` reads (shared with dps_real_run.py)."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--test-freq", type=int, default=test_freq)
+    parser.add_argument("--batch", type=int, default=batch, help="prompts per step")
+    parser.add_argument("--n", type=int, default=n, help="rollouts per prompt")
+    parser.add_argument("--response", type=int, default=48)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--val-temperature", type=float, default=1.0, help="0: greedy validation")
+    parser.add_argument("--model", default=os.path.join(CACHE, "models", "smollm2-135m-instruct"))
+    parser.add_argument("--timeout", type=float, default=timeout, help="per run, seconds")
+    parser.add_argument("--lock", default="/tmp/rpo_verl_e2e.lock",
+                        help="file locked (flock) around each run so trainer runs never overlap; '' = none")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="uniform,dps,dapo_ds")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--test-freq", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=4, help="prompts per step")
-    parser.add_argument("--n", type=int, default=4, help="rollouts per prompt")
-    parser.add_argument("--response", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=3e-5)
+    add_training_args(parser, steps=8, test_freq=4, batch=4, n=4, timeout=3600)
     parser.add_argument("--train-max", type=int, default=128, help="training prompts used (data.train_max_samples)")
     parser.add_argument("--val-max", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-temperature", type=float, default=1.0, help="0: greedy validation")
-    parser.add_argument("--model", default=os.path.join(CACHE, "models", "smollm2-135m-instruct"))
     parser.add_argument("--train", default=os.path.join(CACHE, "data", "arith", "train.parquet"))
     parser.add_argument("--val", default=os.path.join(CACHE, "data", "arith", "val.parquet"))
     parser.add_argument("--out", default="outputs/bench/dps_cpu_run")
-    parser.add_argument("--timeout", type=float, default=3600, help="per run, seconds")
     parser.add_argument("--reuse", action="store_true", help="summarise existing runs in --out without training")
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a method whose run failed")
-    parser.add_argument("--lock", default="/tmp/rpo_verl_e2e.lock",
-                        help="file locked (flock) around each run so trainer runs never overlap; '' = none")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))

@@ -27,6 +27,12 @@ Drift model (stated, not fitted to favour any method):
   spreads as much logit gain over the whole dataset as it gives its own prompt). ``--sweep-eta``
   repeats the comparison for other eta, because the effective ratio any selector can reach depends
   on how long a prompt stays partially solved.
+- State persistence: with ``--switch-rate r`` every prompt, independently with probability r per
+  step, forgets its history: its logit is redrawn from Normal(m0, s0) (same draws for every method
+  of a seed). r = 0 is the world above; at r = 1 a prompt's past says nothing about its next state.
+  ``--sweep-switch`` runs uniform / mopps / dps / oracle for ``--sweep-steps`` steps per r (no
+  early stop: with r > 0 the target may never be reached) and reports DPS's effective ratio as a
+  fraction of the oracle's, seed by seed.
 Reported per method (mean over seeds): effective prompt ratio per step (partially solved share
 of the groups generated that step), rollouts spent until a --target share of prompts has
 p_i >= --solved-threshold, and the ratio of that to uniform+dapo_ds.
@@ -38,6 +44,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +74,7 @@ class SimConfig:
     pool_ratio: float | None = None
     mopps_pool_ratio: float = 4.0
     mopps_decay: float = 1.0
+    switch_rate: float = 0.0
 
 
 class World:
@@ -73,6 +82,19 @@ class World:
         self.cfg = cfg
         self.rng = np.random.default_rng([seed, 12345])
         self.z = self.rng.normal(cfg.m0, cfg.s0, cfg.num_prompts)
+        self.switch_rng = np.random.default_rng([seed, 777])
+
+    def switch(self) -> None:
+        """Each prompt forgets its state with probability ``switch_rate`` (logit redrawn from the start law)."""
+        if self.cfg.switch_rate > 0:
+            hit = self.switch_rng.random(self.cfg.num_prompts) < self.cfg.switch_rate
+            fresh = self.switch_rng.normal(self.cfg.m0, self.cfg.s0, self.cfg.num_prompts)
+            self.z = np.where(hit, fresh, self.z)
+
+    def p_partial(self, ids=None) -> np.ndarray:
+        """True probability that a group of k rollouts has mixed outcomes."""
+        p = self.p(ids)
+        return 1 - p**self.cfg.k - (1 - p) ** self.cfg.k
 
     def p(self, ids=None) -> np.ndarray:
         z = self.z if ids is None else self.z[ids]
@@ -95,7 +117,7 @@ def partial(rates: np.ndarray) -> np.ndarray:
     return (rates > 0) & (rates < 1)
 
 
-def run(method: str, cfg: SimConfig, seed: int) -> dict:
+def run(method: str, cfg: SimConfig, seed: int, stop_at_target: bool = True) -> dict:
     world = World(cfg, seed)
     selector = "dps" if method.startswith("dps") else "mopps" if method == "mopps" else "uniform"
     pool = cfg.mopps_pool_ratio if selector == "mopps" else cfg.pool_ratio
@@ -106,16 +128,30 @@ def run(method: str, cfg: SimConfig, seed: int) -> dict:
     rollouts, eff, solved, cum = 0, [], [world.solved_share()], [0]
     pred = {"dps/pred_accuracy": [], "dps/partial_precision": [], "dps/partial_recall": []}
     reached = None
+    # Where DPS's batch comes from: prompts at the prior (never seen or settled back) vs predicted ones,
+    # and the true P(partial) of what a selector picked relative to the oracle's top-B.
+    fresh = {"share": [], "eff": [], "eff_pred": []}
+    picked_vs_oracle = []
     for step in range(cfg.max_steps):
         generated, n_partial, kept = 0, 0, []
         taken = np.zeros(0, np.int64)
         while True:
+            true_pp = world.p_partial()
             if method == "oracle":
-                p = world.p()
-                ids = np.argsort(-(1 - p**cfg.k - (1 - p) ** cfg.k), kind="stable")[: cfg.batch]
+                ids = np.argsort(-true_pp, kind="stable")[: cfg.batch]
             else:
                 ids = sched.select(cfg.batch, exclude=taken if dapo else None)
+            picked_vs_oracle.append(true_pp[ids].mean() / -np.partition(-true_pp, ids.size - 1)[: ids.size].mean())
+            at_prior = None
+            if selector == "dps":
+                at_prior = np.all(np.abs(sched.selector.predict(ids) - 1 / 3) < 1e-9, axis=1)
             rates = world.rollout(ids)
+            if at_prior is not None:
+                fresh["share"].append(at_prior.mean())
+                if at_prior.any():
+                    fresh["eff"].append(partial(rates[at_prior]).mean())
+                if not at_prior.all():
+                    fresh["eff_pred"].append(partial(rates[~at_prior]).mean())
             m = sched.update(ids, rates)
             for key in pred:
                 if key in m:
@@ -130,47 +166,104 @@ def run(method: str, cfg: SimConfig, seed: int) -> dict:
         rollouts += generated * cfg.k
         eff.append(n_partial / generated)
         world.train(kept)
+        world.switch()
         solved.append(world.solved_share())
         cum.append(rollouts)
         if reached is None and solved[-1] >= cfg.target:
             reached = {"step": step + 1, "rollouts": rollouts}
-            break
+            if stop_at_target:
+                break
+    diag = {"picked_true_p_partial_vs_oracle": float(np.mean(picked_vs_oracle))}
+    if fresh["share"]:
+        diag |= {"batch_share_at_prior": float(np.mean(fresh["share"])),
+                 "effective_ratio_at_prior": float(np.mean(fresh["eff"])) if fresh["eff"] else None,
+                 "effective_ratio_predicted": float(np.mean(fresh["eff_pred"])) if fresh["eff_pred"] else None}
     return {"effective_ratio": eff, "solved_share": solved, "cum_rollouts": cum, "reached": reached,
-            "prediction": {k.split("/")[1]: float(np.mean(v)) for k, v in pred.items() if v}}
+            "prediction": {k.split("/")[1]: float(np.mean(v)) for k, v in pred.items() if v}, "diagnostics": diag}
+
+
+def spread(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
 
 
 def summarize(runs: list[dict]) -> dict:
     reached = [r["reached"] for r in runs]
     ok = [r for r in reached if r is not None]
+    diag = {k: [r["diagnostics"][k] for r in runs] for k in runs[0]["diagnostics"]}
     return {
         "effective_ratio_mean": float(np.mean([np.mean(r["effective_ratio"]) for r in runs])),
+        "effective_ratio_per_seed": [float(np.mean(r["effective_ratio"])) for r in runs],
         "effective_ratio_first_20_steps": float(np.mean([np.mean(r["effective_ratio"][:20]) for r in runs])),
         "reached_target": f"{len(ok)}/{len(runs)}",
         "rollouts_to_target_mean": float(np.mean([r["rollouts"] for r in ok])) if ok else None,
         "rollouts_to_target_std": float(np.std([r["rollouts"] for r in ok])) if ok else None,
         "steps_to_target_mean": float(np.mean([r["step"] for r in ok])) if ok else None,
         "hmm_prediction": {k: float(np.mean([r["prediction"][k] for r in runs])) for k in runs[0]["prediction"]},
+        "diagnostics": {k: float(np.mean(v)) for k, v in diag.items() if None not in v},
     }
 
 
-def plot(results: dict, cfg: SimConfig, path: Path) -> None:
+def add_oracle_ratio(summary: dict) -> None:
+    """Each method's effective ratio as a fraction of the oracle's, seed by seed (same world and seed)."""
+    if "oracle" not in summary:
+        return
+    ref = summary["oracle"]["effective_ratio_per_seed"]
+    for v in summary.values():
+        v["effective_ratio_vs_oracle"] = spread(np.divide(v["effective_ratio_per_seed"], ref))
+
+
+def sweep_switch(cfg: SimConfig, rates: list[float], steps: int, seeds: int, methods: list[str]) -> dict:
+    """Fixed-horizon runs per switch rate (no early stop), effective ratio relative to the oracle."""
+    out = {}
+    for r in rates:
+        c = SimConfig(**{**asdict(cfg), "switch_rate": r, "max_steps": steps})
+        summ = {m: summarize([run(m, c, seed, stop_at_target=False) for seed in range(seeds)]) for m in methods}
+        for v in summ.values():
+            v.pop("reached_target"), v.pop("rollouts_to_target_mean"), v.pop("rollouts_to_target_std")
+            v.pop("steps_to_target_mean")
+        add_oracle_ratio(summ)
+        out[str(r)] = summ
+        print(f"switch_rate={r}:", {m: (round(v["effective_ratio_mean"], 3),
+                                        round(v.get("effective_ratio_vs_oracle", {}).get("mean", float("nan")), 3))
+                                    for m, v in summ.items()}, flush=True)
+    return out
+
+
+def plot(results: dict, cfg: SimConfig, path: Path, switch: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3 if switch else 2, figsize=(16 if switch else 11, 4))
     for method, res in results.items():
         run0 = res["runs"][0]
         eff = np.convolve(run0["effective_ratio"], np.ones(5) / 5, mode="valid")
-        axes[0].plot(np.arange(eff.size) + 1, eff, label=method)
-        axes[1].plot(np.asarray(run0["cum_rollouts"]) / 1e3, run0["solved_share"], label=method)
+        color = f"C{METHODS.index(method)}"
+        axes[0].plot(np.arange(eff.size) + 1, eff, label=method, color=color)
+        axes[1].plot(np.asarray(run0["cum_rollouts"]) / 1e3, run0["solved_share"], label=method, color=color)
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("effective prompt ratio (5-step mean)")
     axes[0].set_ylim(0, 1.02)
     axes[1].axhline(cfg.target, ls="--", color="k", lw=1)
     axes[1].set_xlabel("rollouts spent (thousands)")
     axes[1].set_ylabel(f"share of prompts with p >= {cfg.solved_threshold}")
+    if switch:
+        rates = [float(r) for r in switch]
+        x = [max(r, 1e-3) for r in rates]
+        for m in next(iter(switch.values())):
+            eff = [switch[r][m]["effective_ratio_per_seed"] for r in switch]
+            axes[2].errorbar(x, np.mean(eff, axis=1), yerr=np.std(eff, axis=1), marker="o", capsize=3, label=m,
+                             color=f"C{METHODS.index(m)}")
+        ratio = [switch[r]["dps"]["effective_ratio_vs_oracle"] for r in switch if "dps" in switch[r]]
+        if ratio:
+            axes[2].plot(x, [q["mean"] for q in ratio], "k--", marker="s", label="dps / oracle")
+            axes[2].axhline(0.9, color="gray", lw=0.8, ls=":")
+        axes[2].set_xscale("log")
+        axes[2].set_xlabel("switch rate per step (0 plotted at 1e-3)")
+        axes[2].set_ylabel("effective prompt ratio (mean ± std over seeds)")
+        axes[2].set_ylim(0, 1.02)
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -186,8 +279,12 @@ def main() -> None:
                         else int, default=default)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sweep-eta", default="", help="comma-separated eta values to repeat the summary for")
+    ap.add_argument("--sweep-switch", default="", help="comma-separated switch rates (fixed-horizon runs)")
+    ap.add_argument("--sweep-steps", type=int, default=300, help="steps per run in --sweep-switch")
+    ap.add_argument("--sweep-methods", default="uniform,mopps,dps,oracle")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--out-dir", default="outputs/bench/dps_sim")
+    ap.add_argument("--out-dir", default="scripts/bench/results")
+    ap.add_argument("--full-runs", action="store_true", help="also store every run's per-step curves in the JSON")
     args = ap.parse_args()
     logging.getLogger("rpo_verl.dps").setLevel(logging.ERROR)
     cfg = SimConfig(**{f: getattr(args, f) for f in asdict(SimConfig())})
@@ -202,6 +299,7 @@ def main() -> None:
     for res in results.values():
         r = res["summary"]["rollouts_to_target_mean"]
         res["summary"]["rollouts_ratio_to_dapo_ds"] = r / base if (r and base) else None
+    add_oracle_ratio({m: r["summary"] for m, r in results.items()})
     sweep = {}
     for eta in [float(e) for e in args.sweep_eta.split(",") if e]:
         c = SimConfig(**{**asdict(cfg), "eta": eta})
@@ -213,12 +311,17 @@ def main() -> None:
         sweep[str(eta)] = summ
         print(f"eta={eta}:", {m: (round(v["effective_ratio_mean"], 3), v["rollouts_ratio_to_dapo_ds"] and
                                   round(v["rollouts_ratio_to_dapo_ds"], 3)) for m, v in summ.items()}, flush=True)
+    switch = sweep_switch(cfg, [float(r) for r in args.sweep_switch.split(",") if r], args.sweep_steps, args.seeds,
+                          args.sweep_methods.split(","))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"config": asdict(cfg), "seeds": args.seeds, "commit": commit,
+    report = {"config": asdict(cfg), "seeds": list(range(args.seeds)), "commit": commit,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cpus (shared)",
               "summary": {m: r["summary"] for m, r in results.items()}, "sweep_eta": sweep,
-              "runs": {m: r["runs"] for m, r in results.items()}}
-    (out / "dps_simulator.json").write_text(json.dumps(report))
-    plot(results, cfg, out / "dps_simulator.png")
+              "sweep_switch": {"steps": args.sweep_steps, "results": switch}}
+    if args.full_runs:
+        report["runs"] = {m: r["runs"] for m, r in results.items()}
+    (out / "dps_simulator.json").write_text(json.dumps(report, indent=1))
+    plot(results, cfg, out / "dps_simulator.png", switch)
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {out / 'dps_simulator.json'} and {out / 'dps_simulator.png'}")
 
