@@ -240,7 +240,8 @@ def bench_ray(args, svc: CacheService) -> dict:
         echo = ray.remote(_Echo).remote()
         ray.get(echo.ping.remote())
         rng = np.random.default_rng(2)
-        times: dict[str, list] = {k: [] for k in ("ray", "in_process", "ping", "ship_all_tokens")}
+        parts = ("ray", "ray_sample", "ray_update", "ray_flush", "in_process", "in_process_sample", "in_process_update")
+        times: dict[str, list] = {k: [] for k in (*parts, "ping", "ship_all_tokens")}
         writes = []
         for step in range(args.iters):
             ids = rng.choice(args.ray_records, size=args.batch, replace=False)
@@ -251,7 +252,13 @@ def bench_ray(args, svc: CacheService) -> dict:
                 ub = update_batch(np.random.default_rng([3, step]), ids, plan.prefixes(), plan.budget, args.n, step)
                 t2 = time.perf_counter()
                 summary = target.update(ub)
-                times[name].append(1e3 * (t1 - t0 + time.perf_counter() - t2))
+                t3 = time.perf_counter()
+                times[name].append(1e3 * (t1 - t0 + t3 - t2))
+                times[f"{name}_sample"].append(1e3 * (t1 - t0))
+                times[f"{name}_update"].append(1e3 * (t3 - t2))
+            t0 = time.perf_counter()
+            client.flush()  # the writes the Ray update left running (the trainer does not wait here)
+            times["ray_flush"].append(1e3 * (time.perf_counter() - t0))
             writes.append(summary["writes"])
             t0 = time.perf_counter()
             ray.get(echo.ping.remote())
