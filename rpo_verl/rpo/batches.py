@@ -13,7 +13,10 @@ from typing import Optional
 
 import numpy as np
 
-from rpo_verl.rpo.cache_arena import copy_spans
+from rpo_verl.rpo.cache_arena import copy_spans, segment_index
+
+# ``update`` summary (``plan_update`` returns it as an int64 array in this order)
+SUMMARY_KEYS = ("groups", "candidates", "writes", "seeded")
 
 
 @dataclasses.dataclass
@@ -93,9 +96,21 @@ class PrefixBatch:
     def as_list(self) -> list[tuple[np.ndarray, int]]:
         return list(zip(self.prefixes(), (int(b) for b in self.budget)))
 
+    def to_arrays(self) -> tuple[np.ndarray, ...]:
+        """Flat arrays (tokens, prefix_len, budget, reason, cached_len): the wire format of a shard's answer."""
+        return (self.prefix_tokens, self.prefix_len, self.budget, self.reason, self.cached_len)
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "PrefixBatch":
+        """Inverse of ``to_arrays``; arrays Ray hands over read-only are copied (answers stay writable)."""
+        dtypes = (np.int32, np.int64, np.int64, np.int8, np.int64)
+        return cls(*(np.require(np.reshape(a, -1), dtype=d, requirements="W") for a, d in zip(arrays, dtypes)))
+
     @staticmethod
     def merge(parts: list[tuple[np.ndarray, "PrefixBatch"]], size: int) -> "PrefixBatch":
         """Reassemble shard answers; ``parts`` = [(request rows of the shard, its PrefixBatch)]."""
+        if len(parts) == 1 and np.array_equal(parts[0][0], np.arange(size)):
+            return parts[0][1]  # one shard holding the whole request: already in order
         prefix_len = np.zeros(size, dtype=np.int64)
         budget = np.zeros(size, dtype=np.int64)
         reason = np.zeros(size, dtype=np.int8)
@@ -107,9 +122,8 @@ class PrefixBatch:
                 part.reason,
                 part.cached_len,
             )
-        pieces: list[Optional[np.ndarray]] = [None] * size
-        for rows, part in parts:
-            for row, prefix in zip(rows, part.prefixes()):
-                pieces[int(row)] = prefix
-        tokens = np.concatenate(pieces) if size else np.zeros(0, dtype=np.int32)
-        return PrefixBatch(tokens.astype(np.int32, copy=False), prefix_len, budget, reason, cached)
+        starts = np.cumsum(prefix_len) - prefix_len
+        tokens = np.zeros(int(prefix_len.sum()), dtype=np.int32)
+        for rows, part in parts:  # a shard's prefixes are concatenated in its row order
+            tokens[segment_index(starts[rows], part.prefix_len)] = part.prefix_tokens
+        return PrefixBatch(tokens, prefix_len, budget, reason, cached)

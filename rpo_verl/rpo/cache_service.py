@@ -2,7 +2,8 @@
 (its counters and metrics: ``rpo_verl.rpo.cache_metrics``).
 
 ``CacheService`` is a plain class (testable without Ray) owning one ``CacheStore`` shard;
-``CacheServiceActor`` is the same class run as a Ray actor named ``rpo_verl_cache_service``
+updates come in two phases (``rpo_verl.rpo.cache_update``: only the rows to write send their
+tokens); ``CacheServiceActor`` is the same class run as a Ray actor named ``rpo_verl_cache_service``
 (``..._{k}of{K}`` when sharded over K actors by ``prompt_id % K``); the client that routes
 calls to the shards is ``rpo_verl.rpo.service_client.CacheServiceClient``. Ray is imported only
 inside the actor.
@@ -29,13 +30,13 @@ from typing import Optional
 
 import numpy as np
 
-from rpo_verl.rpo.batches import PrefixBatch, UpdateBatch
+from rpo_verl.rpo.batches import PrefixBatch
 from rpo_verl.rpo.cache_file import CacheFileError, read_cache_file
 from rpo_verl.rpo.cache_metrics import COUNTERS, derive_metrics
 from rpo_verl.rpo.cache_store import CacheStore
+from rpo_verl.rpo.cache_update import CacheUpdates
 from rpo_verl.rpo.config import RPOConfig
 from rpo_verl.rpo.prefix import OVERLONG_FULL_PATH, OVERLONG_SHORTENED, newline_table, plan_cuts
-from rpo_verl.rpo.update_policy import choose_writes
 from rpo_verl.utils.atomic_files import atomic_write_json, atomic_write_npz
 
 logger = logging.getLogger(__name__)
@@ -56,25 +57,10 @@ def as_rpo_config(config) -> RPOConfig:
     return build_config(RPOConfig, config, "rpo_verl.rpo")
 
 
-def _group_rows(prompt_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order [M], group ids [G], group index [M] of the ordered rows): rows of a group contiguous.
-
-    verl batches keep the n samples of a prompt adjacent, so usually no sort is needed.
-    """
-    m = prompt_ids.size
-    change = prompt_ids[1:] != prompt_ids[:-1]
-    if np.unique(prompt_ids).size == int(change.sum()) + 1:
-        starts = np.r_[0, np.flatnonzero(change) + 1]
-        return np.arange(m), prompt_ids[starts], np.r_[0, np.cumsum(change)]
-    order = np.argsort(prompt_ids, kind="stable")
-    uniq, group = np.unique(prompt_ids[order], return_inverse=True)
-    return order, uniq, group
-
-
 # ----------------------------------------------------------------------------------------------
 # Service (one shard)
 # ----------------------------------------------------------------------------------------------
-class CacheService:
+class CacheService(CacheUpdates):
     """One shard of the experience cache with RPO's cut and update policies (no Ray needed).
 
     Args:
@@ -185,76 +171,13 @@ class CacheService:
             )
         return PrefixBatch(tokens, plan.prefix_len, plan.budget, plan.reason, cached_len.astype(np.int64))
 
+    def sample_prefix_arrays(self, prompt_ids, rng_seed: int, prompt_lens=None) -> tuple[np.ndarray, ...]:
+        """``sample_prefix_batch`` as the flat arrays of ``PrefixBatch.to_arrays`` (what crosses Ray)."""
+        return self.sample_prefix_batch(prompt_ids, rng_seed, prompt_lens).to_arrays()
+
     def sample_prefixes(self, prompt_ids, rng_seed: int, prompt_lens=None) -> list[tuple[np.ndarray, int]]:
         """[(prefix token ids as int32 array, suffix budget)] per prompt, in request order."""
         return self.sample_prefix_batch(prompt_ids, rng_seed, prompt_lens).as_list()
-
-    # ---- updates ----------------------------------------------------------------------------
-    def update(self, records: UpdateBatch | dict, rng_seed: Optional[int] = None) -> dict:
-        """Offer each group's trajectories to the cache; the configured policy decides what is written.
-
-        Returns a summary ``{"groups", "candidates", "writes", "seeded"}``.
-        """
-        batch = records if isinstance(records, UpdateBatch) else UpdateBatch(**records)
-        cache = self.cfg.cache
-        seed = (
-            [cache.seed, self.shard[0], int(self.counters["update_calls"])]
-            if rng_seed is None
-            else [int(rng_seed), self.shard[0]]
-        )
-        rng = np.random.default_rng(seed)
-        self.counters["update_calls"] += 1
-        m = batch.prompt_ids.size
-        if m == 0:
-            return {"groups": 0, "candidates": 0, "writes": 0, "seeded": 0}
-        order, uniq, group = _group_rows(batch.prompt_ids)
-        g = uniq.size
-        reward = batch.rewards[order].astype(np.float64)
-        length = batch.lengths[order]
-        correct_flag = batch.correct[order]
-        correct = np.where(correct_flag >= 0, correct_flag > 0, reward > cache.correct_threshold)
-
-        table = self.store.record_table(uniq)  # [G, K]
-        filled = table >= 0
-        has_record = filled.any(axis=1)
-        slot_free = ~filled.all(axis=1)
-        safe = np.maximum(table, 0)
-        rec_reward = np.where(filled, self.store.col("reward")[safe] if self.store.num_records else 0, np.inf)
-        rec_len = np.where(filled, self.store.col("length")[safe] if self.store.num_records else 0, -1)
-        rec_seq = np.where(filled, self.store.col("seq")[safe] if self.store.num_records else 0, np.iinfo(np.int64).max)
-        # worst record: lowest reward, ties: longest
-        worst_col = np.lexsort((-rec_len, rec_reward), axis=1)[:, 0] if table.shape[1] > 1 else np.zeros(g, np.int64)
-        rows = np.arange(g)
-        pick = choose_writes(
-            cache.update,
-            group,
-            reward,
-            length,
-            correct,
-            g,
-            rng,
-            epsilon=cache.epsilon,
-            has_record=has_record,
-            slot_free=slot_free,
-            worst_reward=rec_reward[rows, worst_col],
-            worst_length=rec_len[rows, worst_col],
-        )
-        write = np.flatnonzero(pick >= 0)
-        if write.size:
-            evict_col = worst_col if cache.update == "best" else rec_seq.argmin(axis=1)
-            replace = np.where(slot_free, -1, table[rows, evict_col])[write]
-            src = order[pick[write]]  # rows of the batch
-            sub = batch.subset(src)
-            self.store.write_many(
-                uniq[write], sub.tokens, sub.lengths, sub.rewards, correct[pick[write]], batch.step, replace=replace
-            )
-        seeded = int((~has_record[write]).sum())
-        c = self.counters
-        c["update_groups"] += g
-        c["update_candidates"] += m
-        c["writes"] += int(write.size)
-        c["seeded"] += seeded
-        return {"groups": int(g), "candidates": int(m), "writes": int(write.size), "seeded": seeded}
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -268,6 +191,7 @@ class CacheService:
         own = [s for s in states if tuple((s["meta"].get("service") or {}).get("shard", ())) == self.shard]
         own_seq = int(own[0]["meta"]["seq_counter"]) if len(own) == 1 else None
         self.store.load_state_dict(states, shard=self.shard, source=source, seq_counter=own_seq)
+        self._pending = None  # a planned update of the old state is stale
         if len(own) == 1:
             self.counters = {k: float(own[0]["meta"]["service"]["counters"].get(k, 0.0)) for k in COUNTERS}
         else:  # other sharding or a plain cache file: counters restart (update rng stream too)

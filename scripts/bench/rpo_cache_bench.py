@@ -14,8 +14,11 @@ of the experience cache at 10^6 records.
    eps-greedy), for ``tail`` cuts and for ``tail`` + newline alignment. Building the update batch
    (the trainer's side) is not timed. Compactions triggered by replaced records are counted and
    show up in the max column.
-3. ``--ray``: the same calls through a Ray actor (``--ray-records`` records), including
-   serialisation of the arrays both ways.
+3. ``--ray``: the same calls through the Ray cache service (``--ray-records`` records,
+   ``--ray-shards`` actors, the same fill), step by step alternately with the in-process service
+   on the same prompts, so both see the same machine load: medians of each and of their ratio.
+   Floors: an empty Ray actor round trip, and shipping all of a step's candidate arrays to an
+   actor that discards them (what the single-call update used to send).
 
 Writes ``rpo_cache_bench.json`` and ``rpo_cache_bench.png`` in ``--out-dir``.
 """
@@ -68,17 +71,21 @@ def random_tokens(rng, size: int) -> np.ndarray:
     return tokens
 
 
-def fill(service: CacheService, records: int, mean_len: int, chunk: int = 1 << 16) -> dict:
+def fill_chunks(records: int, mean_len: int, chunk: int = 1 << 16):
+    """(ids, tokens, lengths, rewards, correct) chunks of U[mean/2, 3*mean/2] random trajectories (seed 0)."""
     rng = np.random.default_rng(0)
-    gc.collect()
-    rss0 = rss()
-    t0 = time.perf_counter()
     for start in range(0, records, chunk):
         ids = np.arange(start, min(start + chunk, records))
         lengths = rng.integers(mean_len // 2, 3 * mean_len // 2 + 1, size=ids.size)
-        service.store.write_many(
-            ids, random_tokens(rng, int(lengths.sum())), lengths, rng.random(ids.size), rng.random(ids.size) < 0.5, 0
-        )
+        yield ids, random_tokens(rng, int(lengths.sum())), lengths, rng.random(ids.size), rng.random(ids.size) < 0.5
+
+
+def fill(service: CacheService, records: int, mean_len: int) -> dict:
+    gc.collect()
+    rss0 = rss()
+    t0 = time.perf_counter()
+    for ids, tokens, lengths, rewards, correct in fill_chunks(records, mean_len):
+        service.store.write_many(ids, tokens, lengths, rewards, correct, 0)
     seconds = time.perf_counter() - t0
     gc.collect()
     st = service.store
@@ -196,32 +203,74 @@ def bench_in_process(args) -> tuple[dict, dict]:
         "amortised_ms_per_step": 1e3 * compact_s / steps_between,
     }
     print(f"compaction: {json.dumps(memory['compaction'])}", flush=True)
-    return memory, latency
+    return memory, latency, svc
 
 
-def bench_ray(args) -> dict:
+class _Echo:
+    """Empty Ray actor: the floor of a round trip (no argument) and of shipping a step's arrays."""
+
+    def ping(self) -> bool:
+        return True
+
+    def take(self, *arrays) -> int:
+        return len(arrays)
+
+
+def _stats(values) -> dict:
+    values = np.asarray(values)
+    return {"min": float(values.min()), "median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
+def bench_ray(args, svc: CacheService) -> dict:
+    """Through Ray actor(s) and in process, step by step alternately on the same prompts (the load
+    of a shared machine hits both alike), plus the floors of the Ray round trip."""
     import ray
 
     from rpo_verl.rpo.service_client import start_cache_service
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        cfg = RPOConfig(cache=RPOCacheConfig(init="lazy"), prefix=RPOPrefixConfig(mode="tail", max_cut=299))
-        client = start_cache_service(cfg, id_range=(0, args.ray_records), response_length=args.response_length)
-        rng = np.random.default_rng(0)
-        for start in range(0, args.ray_records, 1 << 15):  # seed the cache through the actor
-            ids = np.arange(start, min(start + (1 << 15), args.ray_records))
-            lengths = rng.integers(args.mean_len // 2, 3 * args.mean_len // 2 + 1, size=ids.size)
-            tokens = random_tokens(rng, int(lengths.sum()))
-            client.update(UpdateBatch(ids, lengths, tokens, np.ones(ids.size), -np.ones(ids.size)))
-        return time_steps(
-            lambda ids, step: client.sample_prefix_batch(ids, rng_seed=step),
-            client.update,
-            args.ray_records,
-            args.batch,
-            args.n,
-            args.iters,
+        cfg = RPOConfig(
+            cache=RPOCacheConfig(init="lazy", update="eps_greedy", num_shards=args.ray_shards),
+            prefix=RPOPrefixConfig(mode="tail", max_cut=299),
         )
+        client = start_cache_service(cfg, id_range=(0, args.ray_records), response_length=args.response_length)
+        for ids, tokens, lengths, rewards, correct in fill_chunks(args.ray_records, args.mean_len):
+            client.update(UpdateBatch(ids, lengths, tokens, rewards, correct.astype(np.int8)))
+        echo = ray.remote(_Echo).remote()
+        ray.get(echo.ping.remote())
+        rng = np.random.default_rng(2)
+        parts = ("ray", "ray_sample", "ray_update", "ray_flush", "in_process", "in_process_sample", "in_process_update")
+        times: dict[str, list] = {k: [] for k in (*parts, "ping", "ship_all_tokens")}
+        writes = []
+        for step in range(args.iters):
+            ids = rng.choice(args.ray_records, size=args.batch, replace=False)
+            for name, target in (("ray", client), ("in_process", svc)):
+                t0 = time.perf_counter()
+                plan = target.sample_prefix_batch(ids, rng_seed=step)
+                t1 = time.perf_counter()
+                ub = update_batch(np.random.default_rng([3, step]), ids, plan.prefixes(), plan.budget, args.n, step)
+                t2 = time.perf_counter()
+                summary = target.update(ub)
+                t3 = time.perf_counter()
+                times[name].append(1e3 * (t1 - t0 + t3 - t2))
+                times[f"{name}_sample"].append(1e3 * (t1 - t0))
+                times[f"{name}_update"].append(1e3 * (t3 - t2))
+            t0 = time.perf_counter()
+            client.flush()  # the writes the Ray update left running (the trainer does not wait here)
+            times["ray_flush"].append(1e3 * (time.perf_counter() - t0))
+            writes.append(summary["writes"])
+            t0 = time.perf_counter()
+            ray.get(echo.ping.remote())
+            t1 = time.perf_counter()
+            ray.get(echo.take.remote(ub.prompt_ids, ub.lengths, ub.tokens, ub.rewards, ub.correct))
+            times["ping"].append(1e3 * (t1 - t0))
+            times["ship_all_tokens"].append(1e3 * (time.perf_counter() - t1))
+        out = {f"{k}_ms": _stats(v) for k, v in times.items()}
+        out["ratio_ray_to_in_process"] = _stats(np.divide(times["ray"], times["in_process"]))
+        out["writes_per_step"] = float(np.mean(writes))
+        out["all_tokens_bytes_per_step"] = int(ub.tokens.nbytes)
+        return out
     finally:
         ray.shutdown()
 
@@ -240,8 +289,15 @@ def plot(result: dict, path: Path) -> None:
         p90 = [result["latency"][k][part]["p90"] for k in names]
         ax1.bar(x + (i - 1) * 0.27, med, 0.27, label=f"{part[:-3]} (median)")
         ax1.scatter(x + (i - 1) * 0.27, p90, marker="_", color="k", s=200, zorder=3)
+    if result.get("ray"):
+        ray_parts = ("in_process_ms", "ray_ms", "ping_ms", "ship_all_tokens_ms")
+        xr = len(names) + np.arange(len(ray_parts))
+        ax1.bar(xr, [result["ray"][k]["median"] for k in ray_parts], 0.5, color="C3", label="total, paired (median)")
+        ax1.scatter(xr, [result["ray"][k]["p90"] for k in ray_parts], marker="_", color="k", s=200, zorder=3)
+        names = names + ["paired\nin-process", "paired\nRay", "Ray empty\nround trip", "Ray: ship all\ncandidates"]
+        x = np.arange(len(names))
     ax1.axhline(TARGET_MS, color="r", ls="--", label=f"target {TARGET_MS:g} ms")
-    ax1.set_xticks(x, names)
+    ax1.set_xticks(x, names, fontsize=7)
     ax1.set_ylabel("ms per step (bars: median, ticks: p90)")
     ax1.set_title(f"{result['args']['batch']} prompts x n={result['args']['n']}")
     ax1.legend(fontsize=8)
@@ -263,16 +319,18 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--response-length", type=int, default=2048)
     parser.add_argument("--ray", action="store_true", help="also time the calls through a Ray actor")
-    parser.add_argument("--ray-records", type=int, default=100_000)
+    parser.add_argument("--ray-records", type=int, default=1_000_000, help="<= --records")
+    parser.add_argument("--ray-shards", type=int, default=1, help="rpo_verl.rpo.cache.num_shards of the Ray service")
     parser.add_argument("--out-dir", default="outputs/bench/rpo_cache")
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    memory, latency = bench_in_process(args)
+    memory, latency, svc = bench_in_process(args)
+    ray_result = None
     if args.ray:
-        latency["ray_tail_none"] = bench_ray(args)
-        print(f"latency ray: {json.dumps(latency['ray_tail_none'])}", flush=True)
+        ray_result = bench_ray(args, svc)
+        print(f"ray vs in process: {json.dumps(ray_result)}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {
         "args": vars(args),
@@ -283,6 +341,7 @@ def main() -> None:
         "targets": {"total_ms": TARGET_MS, "memory_ratio": TARGET_MEM_RATIO},
         "memory": memory,
         "latency": latency,
+        "ray": ray_result,
     }
     (out / "rpo_cache_bench.json").write_text(json.dumps(result, indent=2))
     plot(result, out / "rpo_cache_bench.png")

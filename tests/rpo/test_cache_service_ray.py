@@ -120,3 +120,34 @@ def test_bad_cache_file_fails_at_start_with_its_message(ray_cluster, tmp_path):
     cfg = RPOConfig(enable=True, cache=RPOCacheConfig(init="offline", path=str(bad)))
     with pytest.raises(CacheFileError, match="corrupt or truncated"):
         start_cache_service(cfg, id_range=(0, N_PROMPTS), response_length=RESP, name="bad_file_test")
+
+
+@pytest.mark.timeout(300)
+def test_batched_wire_through_ray_matches_plain_services(ray_cluster, tmp_path):
+    """Flat-array prefixes, two-phase updates and deferred commits through 3 actors give exactly
+    the answers and states of plain services, also when a shard has no prompt in the batch."""
+    cfg = _config(tmp_path / "snapshots", num_shards=3)
+    plain = CacheServiceClient([CacheService(cfg, id_range=(0, N_PROMPTS), response_length=RESP, shard=(k, 3)) for k in range(3)])
+    client = start_cache_service(cfg, id_range=(0, N_PROMPTS), response_length=RESP, name="wire_test")
+    for step in range(6):
+        rng = np.random.default_rng(step)
+        pool = np.arange(0, N_PROMPTS, 3) if step % 2 else np.arange(N_PROMPTS)  # odd steps: shard 0 only
+        ids = rng.choice(pool, size=min(10, pool.size), replace=False)
+        answers = [c.sample_prefix_batch(ids, rng_seed=step) for c in (plain, client)]
+        for a, b in zip(*(x.to_arrays() for x in answers)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        seqs, pids = [], []
+        for pid, prefix in zip(ids, answers[0].prefixes()):
+            for _ in range(3):
+                pids.append(pid)
+                seqs.append(np.concatenate([prefix, rng.integers(0, 100, size=int(rng.integers(0, 20)))]))
+        batch = UpdateBatch.from_sequences(pids, seqs, rng.random(len(pids)), step=step)
+        summary = client.update(batch)
+        assert summary == plain.update(batch)
+        assert (client._inflight is not None) == (summary["writes"] > 0)  # writes finish in the background
+    assert client.update(UpdateBatch([], [], [], [], [])) == plain.update(UpdateBatch([], [], [], [], []))
+    _states_equal(plain.state_dict(), client.state_dict())
+    assert plain.metrics() == client.metrics()
+    for shard in client.shards:
+        ray.kill(shard, no_restart=True)
