@@ -47,6 +47,9 @@ KNOWN_NOISE: tuple[Noise, ...] = (
     Noise("log", "transfer_queue.utils.common", r"target_num_threads \d+ should not exceed total physical CPU cores",
           "TransferQueue asks for 8 threads per call and clamps to the cores present; repeated "
           "dozens of times per step on machines with fewer than 8 cores"),
+    Noise("log", "transfer_queue.utils.perf_utils", r"\S+: \[Performance\] Total success requests",
+          "TransferQueue's periodic request statistics (3 lines per TransferQueue actor every few "
+          "minutes, INFO level): internal counters of verl's data plane, not a run's progress"),
     Noise("log", "transformers.tokenization_utils_tokenizers",
           r"Ignoring clean_up_tokenization_spaces=True for BPE tokenizer",
           "transformers already does the right thing (no clean-up for BPE tokenizers such as SmolLM2's)"),
