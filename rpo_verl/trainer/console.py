@@ -198,7 +198,8 @@ class StepConsole:
         """The end line (``steps`` and ``quiet``): steps done, validation first -> last, where things are."""
         if self.mode == "full":
             return
-        done = f"training finished at step {self.last_step}/{self.total_steps}" if self.last_step else "no training step ran"
+        done = (f"training finished at step {self.last_step}/{self.total_steps}" if self.last_step
+                else "no training step ran")
         val = ""
         if self.val_first is not None:
             val = f"; validation {self.val_first:.3f} -> {self.val_last:.3f}"
