@@ -61,10 +61,14 @@ def ray_logs_dir() -> str:
 
 def console_env(mode: str) -> dict[str, str]:
     """Environment for every process of the run: without verl's full console no progress bars
-    (verl's per-step bar, weight loading, dataset preparation), which the step line replaces."""
+    (verl's per-step bar, weight loading, dataset preparation), which the step line replaces;
+    ``quiet`` also raises verl's log level to WARNING (no INFO lines of start-up phases)."""
     if mode == "full":
         return {}
-    return {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    env = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    if mode == "quiet":
+        env["VERL_LOGGING_LEVEL"] = "WARNING"
+    return env
 
 
 def headline_val_key(keys: Iterable[str]) -> str | None:

@@ -91,6 +91,8 @@ def test_attach_replaces_verls_console_outside_full_mode(mode, kept):
 def test_console_env_switches_progress_bars_off_outside_full_mode():
     assert console.console_env("full") == {}
     assert console.console_env("steps")["TQDM_DISABLE"] == "1" == console.console_env("quiet")["TQDM_DISABLE"]
+    assert "VERL_LOGGING_LEVEL" not in console.console_env("steps")
+    assert console.console_env("quiet")["VERL_LOGGING_LEVEL"] == "WARNING"
 
 
 def test_console_key_is_validated_strictly(compose_config):
