@@ -1,6 +1,6 @@
 """rpo_verl: RPO, DPS and R2VPO for verl 0.9.1, packaged as a verl plugin."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 VERL_VERSION = "0.9.1"
 
@@ -11,9 +11,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["rpo_verl", "rpo_verl.*"]),
-    package_data={"rpo_verl": ["config/*.yaml", "config/**/*.yaml"]},
-    include_package_data=True,
+    # Namespace discovery, so that data-only folders (rpo_verl/config/preset: YAML, no __init__.py)
+    # are packages too; with find_packages setuptools warns that they are "absent from the
+    # packages configuration". package_dir {"": "."} declares the flat layout, so that `pip install -e .`
+    # uses a plain .pth file instead of setuptools' meta-path finder, which warns "Editable
+    # installation ... folders with the same name". tests/test_packaging.py fails on either warning.
+    package_dir={"": "."},
+    packages=find_namespace_packages(include=["rpo_verl", "rpo_verl.*"], exclude=["*.__pycache__"]),
+    package_data={"rpo_verl.config": ["*.yaml"], "rpo_verl.config.preset": ["*.yaml"]},
     install_requires=[
         f"verl[verl-core]=={VERL_VERSION}",
         "math-verify>=0.7",

@@ -7,6 +7,10 @@ ERROR level and kept in ``FAILED``; ``tests/test_plugin.py`` asserts that nothin
 
 Each component module exposes ``register()`` (idempotent) and ``REGISTRATIONS``, a mapping
 ``{registry kind: [names]}`` that the contract test checks against verl's own registries.
+
+Before registering anything, the plugin installs rpo_verl's filters of known-irrelevant warnings
+and log records (``rpo_verl.utils.noise_filters``), so that they are in place in every process
+before verl imports its optional engines.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ COMPONENTS: tuple[str, ...] = (
 FAILED: dict[str, str] = {}
 
 
+def _install_noise_filters() -> None:
+    try:
+        from rpo_verl.utils.noise_filters import install
+
+        install()
+    except Exception:  # noqa: BLE001 - verl discards plugin exceptions; keep and log them
+        FAILED["rpo_verl.utils.noise_filters"] = traceback.format_exc()
+        logger.error("rpo_verl: installing the noise filters failed:\n%s", FAILED["rpo_verl.utils.noise_filters"])
+
+
 def register_all() -> None:
     """Import every component and call its ``register()``; never raises (verl would hide it)."""
     for module_name in COMPONENTS:
@@ -49,4 +63,5 @@ def expected_registrations() -> dict[str, list[str]]:
     return merged
 
 
+_install_noise_filters()
 register_all()

@@ -15,6 +15,8 @@ everything the generic layers need from it:
   ``eff/`` efficiency and ``timing_s/`` namespaces are open to every feature);
 * ``components``: its Ray actor classes by class name, with what a failure message calls them
   (``rpo_verl.trainer.failures``: "the RPO cache service failed").
+* ``console``: ``(metric, label, format spec)`` fields added to the console's step line while the
+  feature is on (``rpo_verl.trainer.console``; shared ``eff/`` token savings are shown anyway).
 
 Adding a fourth method = its folder plus one line here, e.g.::
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from rpo_verl.config.validation import ConfigError, build_config
 
@@ -51,6 +53,7 @@ class FeatureSpec:
     checks: str | None = None  # "module:check_function" (config -> list[Problem]) or None
     metrics: str | None = None  # the extension's metric namespace ("rpo" -> "rpo/..."), None: no metrics
     components: Mapping[str, str] = dataclasses.field(default_factory=dict)  # actor class -> description
+    console: tuple[tuple[str, str, str], ...] = ()  # step-line fields: (metric, label, format spec)
 
     def owns_metric(self, key: str) -> bool:
         """Whether metric ``key`` is in this feature's namespace or a shared one."""
@@ -62,12 +65,15 @@ FEATURES: dict[str, FeatureSpec] = {
     # One line per feature (see the module docstring).
     "rpo": FeatureSpec(config="rpo_verl.rpo.config:RPOConfig", checks="rpo_verl.rpo.checks:check_rpo",
                        extension="rpo_verl.rpo.trainer_ext:RPOExtension", metrics="rpo",
-                       components={"CacheServiceActor": "RPO cache service"}),
+                       components={"CacheServiceActor": "RPO cache service"},
+                       console=(("rpo/cache_hit_rate", "cache hits", ".0%"),)),
     "dps": FeatureSpec(config="rpo_verl.dps.config:DPSConfig",
                        extension="rpo_verl.dps.trainer_ext:DPSExtension", metrics="dps",
-                       components={"DPSScheduler": "DPS scheduler"}),
+                       components={"DPSScheduler": "DPS scheduler"},
+                       console=(("dps/effective_ratio", "effective prompts", ".0%"),)),
     "r2vpo": FeatureSpec(config="rpo_verl.r2vpo.config:R2VPOTrainerConfig", checks="rpo_verl.r2vpo.checks:startup_problems",
-                         extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension", metrics="r2vpo"),
+                         extension="rpo_verl.r2vpo.trainer_ext:R2VPOExtension", metrics="r2vpo",
+                         console=(("r2vpo/lambda_end", "lambda", ".3g"),)),
 }
 
 
@@ -76,6 +82,9 @@ class RunConfig:
     """rpo_verl's own (non-feature) keys directly under ``rpo_verl:``."""
 
     dry_run: bool = False
+    # steps: one line per training step (rpo_verl.trainer.console); full: verl's per-step metric
+    # dump (trainer.logger's "console"); quiet: start and end lines only.
+    console: Literal["steps", "full", "quiet"] = "steps"
     metrics_file: str | None = None
     skip_checks: list[str] = dataclasses.field(default_factory=list)
 

@@ -59,6 +59,10 @@ class Trainer(Protocol):
 class TrainerExtension:
     """Base class: one feature's trainer logic. ``name`` is the feature's section name."""
 
+    # Whether the feature changes anything in this run (the console lists the active features); an
+    # extension that is built but idle for this config (R2VPO without its loss or replay) sets False.
+    active: bool = True
+
     def __init__(self, trainer: Trainer, config: Any, name: str):
         self.trainer = trainer  # the running trainer (config, tokenizer, worker groups, global_steps)
         self.config = config  # this feature's validated config dataclass

@@ -18,7 +18,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rpo_verl.config.checks import Problem, StartupCheckError, enforce, run_checks
 from rpo_verl.config.features import RunConfig, build_features, build_run_config
 from rpo_verl.config.validation import ConfigError
+from rpo_verl.trainer.console import console_env
 from rpo_verl.trainer.runtime import PLUGIN_MODULE, _cpu_platform_env
+
+# Runs in every Ray worker before its first task: known-irrelevant warnings filtered at their
+# source, also in workers that never import verl (where the plugin would install them).
+NOISE_FILTERS_HOOK = "rpo_verl.utils.noise_filters.install"
 
 # Config keys holding local paths that may be written with "~" or relative to the launch folder
 # (Ray workers do not share the driver's working directory).
@@ -84,7 +89,8 @@ def export_env(config: DictConfig, env: dict[str, str]) -> None:
         merged = dict(runtime_env.get("env_vars") or {})
         merged.update(env)
         merged = {str(k): str(v) for k, v in merged.items()}  # Ray accepts strings only
-        config.ray_kwargs.ray_init.runtime_env = {**runtime_env, "env_vars": merged}
+        hook = runtime_env.get("worker_process_setup_hook") or NOISE_FILTERS_HOOK  # a user's own hook wins
+        config.ray_kwargs.ray_init.runtime_env = {**runtime_env, "worker_process_setup_hook": hook, "env_vars": merged}
 
 
 def verl_validation_problems(config: DictConfig) -> list[Problem]:
@@ -123,7 +129,7 @@ def prepare(config: DictConfig) -> RunConfig:
         key, _, message = str(exc).partition(": ")
         raise StartupCheckError([Problem("features", key, message or key)]) from exc
     absolutize_paths(config)
-    export_env(config, worker_env_vars(config))
+    export_env(config, {**worker_env_vars(config), **console_env(run_config.console)})
     problems = trainer_problems(config)
     if config.trainer.device == "cpu":
         # Before anything asks verl for its platform (it is resolved once per process).

@@ -42,8 +42,10 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils import tensordict_utils as tu
 from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 
-from rpo_verl.config.features import FEATURES, build_features, is_enabled, load_attr
+from rpo_verl.config.features import FEATURES, build_features, build_run_config, is_enabled, load_attr
+from rpo_verl.trainer import console
 from rpo_verl.trainer.extension import TrainerExtension
+from rpo_verl.trainer.runtime import metrics_file_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,24 @@ class RpoVerlTrainer(PPOTrainerSync):
         self._pending_metrics: dict[str, float] = {}
         self._train_ended = False
         self._foreign_metrics_warned: set[str] = set()
+        self.console: console.StepConsole | None = None
+
+    # ------------------------------------------------------------------ console
+    @property
+    def logger(self):
+        """verl's ``Tracking`` (set by verl's ``fit``), with rpo_verl's console attached to it."""
+        return self.__dict__.get("_tracking")
+
+    @logger.setter
+    def logger(self, tracking):
+        mode = build_run_config(self.config.get("rpo_verl")).console
+        fields = [(ext.name, *field) for ext in self.extensions if ext.active for field in FEATURES[ext.name].console]
+        self.console = console.StepConsole(mode, self.total_training_steps, fields)
+        self._tracking = console.attach(tracking, self.console)
+        on = ", ".join(ext.name for ext in self.extensions if ext.active) or "none (verl's own algorithm only)"
+        self.console.start(f"training steps {self.global_steps + 1}-{self.total_training_steps}; rpo_verl features "
+                           f"on: {on}; metrics: {metrics_file_path(self.config)}; full logs of every process: "
+                           f"{console.ray_logs_dir()}")
 
     def _build_extensions(self) -> list[TrainerExtension]:
         extensions = []
@@ -165,6 +185,8 @@ class RpoVerlTrainer(PPOTrainerSync):
     def on_init_end(self):
         super().on_init_end()  # pushes the (possibly resumed) weights to the rollout servers
         self._pending_metrics["timing_s/init"] = time.monotonic() - self._created_at
+        # which rpo_verl features this run used (the summary's "Methods on"), with the first step
+        self._pending_metrics.update({f"features/{ext.name}": 1.0 for ext in self.extensions if ext.active})
         for ext in self.extensions:
             ext.on_init_end()
 
@@ -194,6 +216,9 @@ class RpoVerlTrainer(PPOTrainerSync):
         super().on_train_end()
         for ext in self.extensions:
             ext.on_train_end()
+        if self.console is not None:
+            self.console.finish(f"checkpoints in {self.config.trainer.default_local_dir}; summary: "
+                                f"python -m rpo_verl.trainer.summary {os.path.dirname(metrics_file_path(self.config))}")
 
     def on_step_begin(self):
         super().on_step_begin()

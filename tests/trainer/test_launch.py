@@ -75,3 +75,16 @@ def test_ray_out_of_memory_becomes_a_short_message(monkeypatch, capsys):
     assert info.value.code == 3
     err = capsys.readouterr().err
     assert "ran out of memory" in err and "22GB used" in err and "ppo_micro_batch_size_per_gpu" in err
+
+
+def test_noise_filters_run_in_every_ray_worker_unless_the_user_has_a_hook(compose_config, monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    cfg = compose_config("preset=cpu")
+    launch.export_env(cfg, {})
+    hook = cfg.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook
+    assert hook == launch.NOISE_FILTERS_HOOK == "rpo_verl.utils.noise_filters.install"
+    module, _, name = hook.rpartition(".")
+    assert callable(getattr(__import__(module, fromlist=[name]), name))  # what Ray's load_class resolves
+    cfg = compose_config("preset=cpu", "+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=my.setup")
+    launch.export_env(cfg, {})
+    assert cfg.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook == "my.setup"

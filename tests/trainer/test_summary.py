@@ -60,3 +60,29 @@ def test_render_and_cli(run_dir, tmp_path, capsys):
 def test_missing_metrics_file(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "no metrics file" in capsys.readouterr().err
+
+
+def test_summary_states_the_methods_on_and_the_full_path_saving(tmp_path):
+    rpo = {"features/rpo": 1.0, "timing_s/init": 10.0}
+    _write(tmp_path / "metrics.jsonl", [
+        {"step": 0, "data": {VAL: 0.25, "timing_s/validate": 30.0}},
+        # eff/gen_tokens (response mask) also holds the prefix under include_prefix: the feature's
+        # own count of generated tokens is the one reported
+        _step(1, 0.2, 300, **rpo, **{"eff/generated_tokens": 100, "eff/full_path_equiv_tokens": 300}),
+        _step(2, 0.3, 300, **{"eff/generated_tokens": 50, "eff/full_path_equiv_tokens": 200, VAL: 0.5}),
+    ])
+    s = summarize(str(tmp_path))
+    assert s.features_on == ["rpo"]
+    assert s.gen_tokens == 150 and s.full_path_equiv_tokens == 500 and s.token_saving == pytest.approx(0.7)
+    assert s.time_rollout_s == 8.0
+    text = render(s)
+    assert "Methods on: rpo" in text
+    assert "full-path equivalent (cached prefix + generated suffix): 500, so 70% fewer tokens generated" in text
+    assert "Rollout (generation + reward) in training: 8.0 s (4.0 s per step)" in text
+
+
+def test_summary_of_a_plain_run_says_no_method_was_on(run_dir):
+    s = summarize(str(run_dir))
+    assert s.features_on == [] and s.full_path_equiv_tokens is None and s.token_saving is None
+    text = render(s)
+    assert "Methods on: none (verl only)" in text and "full-path equivalent" not in text
