@@ -95,6 +95,8 @@ def _watch(board, runner, stop: threading.Event) -> None:
     import ray
 
     while not stop.wait(POLL_S):
+        if not ray.is_initialized():  # the run ended (ray.shutdown): a call now would start a new Ray
+            return
         try:
             filed = ray.get(board.count.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - Ray shut down or the board is gone: nothing left to watch
