@@ -214,7 +214,9 @@ def main(argv=None) -> int:
     if todo:
         import ray
 
-        ray.init(**OmegaConf.to_container(config.ray_kwargs.ray_init, resolve=True))
+        from rpo_verl.trainer.runtime import ray_init_kwargs
+
+        ray.init(**ray_init_kwargs(config))
         try:
             builder.start()
             rows = [dataset[i] for i in todo]

@@ -67,3 +67,16 @@ def save_resolved_config(config: DictConfig) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(OmegaConf.to_yaml(config, resolve=True))
     return path
+
+
+def ray_init_kwargs(config: DictConfig) -> dict:
+    """``ray.init`` arguments from ``ray_kwargs.ray_init``, for a script that starts Ray itself
+    (e.g. scripts/build_cache.py). When ``RAY_ADDRESS`` names a running cluster (a Slurm job's),
+    Ray refuses ``num_cpus`` / ``num_gpus`` ("must not be provided"): the cluster's resources are
+    what they are, so both are dropped."""
+    kwargs = OmegaConf.to_container(config.ray_kwargs.ray_init, resolve=True) if "ray_kwargs" in config else {}
+    kwargs = dict(kwargs or {})
+    if os.environ.get("RAY_ADDRESS"):
+        kwargs.pop("num_cpus", None)
+        kwargs.pop("num_gpus", None)
+    return kwargs
