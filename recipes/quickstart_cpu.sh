@@ -41,9 +41,11 @@ cd "$ROOT"
 start=$(date +%s)
 DRY_RUN=0
 NO_RPO=0
+CACHE_ARGS=()  # the user's overrides that change what the cache holds (data, model, rollout), last wins
 for arg in "$@"; do
   if [[ "$arg" == "rpo_verl.dry_run=true" ]]; then DRY_RUN=1; fi
   if [[ "$arg" == "rpo_verl.rpo.enable=false" ]]; then NO_RPO=1; fi
+  if [[ "$arg" =~ ^\+*(data|actor_rollout_ref\.model|actor_rollout_ref\.rollout)\. ]]; then CACHE_ARGS+=("$arg"); fi
 done
 
 # What the cache build and the training run share: model, data (a pool of TRAIN_POOL prompts drawn
@@ -65,7 +67,7 @@ CACHE_FILE=${RPO_VERL_RPO_CACHE:-$RUN/rpo_cache_init.npz}
 if [ "$DRY_RUN" = 0 ] && [ "$NO_RPO" = 0 ] && [ ! -f "$CACHE_FILE" ]; then
   echo "[quickstart] building RPO's offline cache: one response per training prompt ($TRAIN_POOL) -> $CACHE_FILE"
   mkdir -p "$(dirname "$CACHE_FILE")"
-  "$PYTHON" scripts/build_cache.py --out "$CACHE_FILE" --clean -- "${COMMON[@]}" \
+  "$PYTHON" scripts/build_cache.py --out "$CACHE_FILE" --clean -- "${COMMON[@]}" ${CACHE_ARGS[@]+"${CACHE_ARGS[@]}"} \
     > "$RUN/build_cache.log" 2>&1 || { tail -n 30 "$RUN/build_cache.log"; exit 1; }
   echo "[quickstart] cache built in $(( $(date +%s) - start )) s (log: $RUN/build_cache.log)"
 fi
