@@ -41,11 +41,13 @@ cd "$ROOT"
 start=$(date +%s)
 DRY_RUN=0
 NO_RPO=0
-CACHE_ARGS=()  # the user's overrides that change what the cache holds (data, model, rollout), last wins
+CACHE_ARGS=()  # the user's overrides that change what the cache holds (prompts, lengths, model); last wins
 for arg in "$@"; do
   if [[ "$arg" == "rpo_verl.dry_run=true" ]]; then DRY_RUN=1; fi
   if [[ "$arg" == "rpo_verl.rpo.enable=false" ]]; then NO_RPO=1; fi
-  if [[ "$arg" =~ ^\+*(data|actor_rollout_ref\.model|actor_rollout_ref\.rollout)\. ]]; then CACHE_ARGS+=("$arg"); fi
+  if [[ "$arg" =~ ^\+*(data\.(train_files|train_max_samples|seed|max_prompt_length|max_response_length)=|actor_rollout_ref\.model\.) ]]; then
+    CACHE_ARGS+=("$arg")
+  fi
 done
 
 # What the cache build and the training run share: model, data (a pool of TRAIN_POOL prompts drawn
