@@ -34,6 +34,9 @@ TINY = [
     "data.max_prompt_length=64", "data.max_response_length=8",
     "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
     "data.val_max_samples=4", "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=1",
+    # The Slurm path, not RPO, is under test here: the quick start's RPO run with this tiny batch on
+    # two trainer ranks fails in verl's micro-batch split (see the session note), tracked separately.
+    "rpo_verl.rpo.enable=false",
 ]
 
 
