@@ -32,11 +32,12 @@ JOB_TIMEOUT = 720  # one tiny run: Ray start + verl start-up (about 1-2 min on 2
 TINY = [
     "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2",
     "data.max_prompt_length=64", "data.max_response_length=8",
-    "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
     "data.val_max_samples=4", "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=1",
-    # The Slurm path, not RPO, is under test here: the quick start's RPO run with this tiny batch on
-    # two trainer ranks fails in verl's micro-batch split (see the session note), tracked separately.
-    "rpo_verl.rpo.enable=false",
+    # 2 rows per trainer rank: the quick start recomputes old log-probs (bypass off), and verl needs a
+    # rank's rows divisible by its micro-batch (the preset's 8).
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1",
 ]
 
 
