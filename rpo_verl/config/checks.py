@@ -8,7 +8,7 @@ be checked on a CPU-only CI machine; a real launch stops on them. A check can be
 with ``rpo_verl.skip_checks=[memory]`` (names: see ``all_checks``).
 
 This module holds the generic checks (``CHECKS``: model, data, reward function, rollout, device,
-memory, logger, and the CPU backend's ``cpu_options`` from ``rpo_verl.backends.cpu.checks``) and
+memory, logger, ``batch_split`` from ``rpo_verl.config.batch_checks``, and the CPU backend's ``cpu_options`` from ``rpo_verl.backends.cpu.checks``) and
 runs them, then every registered feature's check (``FeatureSpec.checks`` in
 ``rpo_verl.config.features.FEATURES``, named after the feature). It imports no feature: the
 registry names them as strings.
@@ -32,6 +32,7 @@ from rpo_verl.backends.cpu.checks import (  # noqa: F401 - required_logical_cpus
     check_cpu_options,
     required_logical_cpus,
 )
+from rpo_verl.config.batch_checks import check_batch_split
 from rpo_verl.config.features import feature_checks
 from rpo_verl.config.problems import Problem, _as_list, _get, _is_remote, _on_cpu, _safe
 
@@ -351,6 +352,7 @@ CHECKS: dict[str, Callable[[DictConfig], list[Problem]]] = {
     "cpu_options": check_cpu_options,
     "memory": check_memory,
     "logger": check_logger,
+    "batch_split": check_batch_split,
 }
 
 
