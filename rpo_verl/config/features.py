@@ -87,6 +87,14 @@ class RunConfig:
     console: Literal["steps", "full", "quiet"] = "steps"
     metrics_file: str | None = None
     skip_checks: list[str] = dataclasses.field(default_factory=list)
+    # How often verl's sync replay buffer checks whether a step's rollouts are all done. verl polls
+    # every 2.0 s (not configurable there), so each rollout phase is rounded up to a multiple of
+    # 2 s; measured in docs/config.md.
+    sample_poll_s: float = 0.1
+
+    def __post_init__(self):
+        if not (0.0 < self.sample_poll_s <= 10.0):
+            raise ValueError(f"sample_poll_s: must be in (0, 10] seconds, got {self.sample_poll_s}")
 
 
 def load_attr(ref: str) -> Any:

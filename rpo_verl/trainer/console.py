@@ -210,6 +210,28 @@ class StepConsole:
         self._print(f"{PREFIX} {done}{val}; {where}")
 
 
+# verl's fit() pprints the whole validation-metrics dict before and after training (7 lines each
+# on a CPU run). Outside ``full`` mode the validation line, the end line and the run summary say
+# the same, and the dict is in metrics.jsonl; nothing else verl pprints is dropped.
+VERL_METRIC_DUMPS = ("Initial validation metrics:", "Final validation metrics:")
+
+
+def drop_verl_metric_dumps(module: Any) -> None:
+    """Wrap ``module.pprint`` (verl's ``trainer_base`` imports ``pprint`` by name) so that the two
+    validation-metric dumps of ``VERL_METRIC_DUMPS`` are not printed; idempotent."""
+    original = module.pprint
+    if getattr(original, "_rpo_verl_drops", None) == VERL_METRIC_DUMPS:
+        return
+
+    def pprint(obj: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, str) and obj.startswith(VERL_METRIC_DUMPS):
+            return None
+        return original(obj, *args, **kwargs)
+
+    pprint._rpo_verl_drops = VERL_METRIC_DUMPS
+    module.pprint = pprint
+
+
 def attach(tracking: Any, console: StepConsole) -> Any:
     """Add ``console`` to verl's ``Tracking`` (``tracking.logger``: backend name -> object with
     ``log(data, step)``); outside ``full`` mode drop verl's own ``console`` backend. Returns ``tracking``."""

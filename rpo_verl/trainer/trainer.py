@@ -9,6 +9,7 @@ overrides verl's own hook and helper methods to
   ``steps_per_epoch * total_epochs`` stops early, and a resumed run whose checkpoint already
   reached ``total_training_steps`` exits cleanly after zero steps,
 * collect the extensions' metrics (each in its feature's namespace, ``FeatureSpec.metrics``),
+* poll verl's replay buffer for finished rollouts every ``rpo_verl.sample_poll_s`` (verl: 2 s),
 * log a few extra metrics: ``eff/gen_tokens`` (response tokens the policy generated this step,
   ``response_mask`` sum), ``timing_s/validate`` (each validation pass), ``timing_s/init``
   (workers + servers + checkpoint load, logged with the first step).
@@ -78,6 +79,10 @@ class RpoVerlTrainer(PPOTrainerSync):
         fields = [(ext.name, *field) for ext in self.extensions if ext.active for field in FEATURES[ext.name].console]
         self.console = console.StepConsole(mode, self.total_training_steps, fields)
         self._tracking = console.attach(tracking, self.console)
+        if mode != "full":
+            import verl.trainer.ppo.v1.trainer_base as verl_trainer_base
+
+            console.drop_verl_metric_dumps(verl_trainer_base)
         on = ", ".join(ext.name for ext in self.extensions if ext.active) or "none (verl's own algorithm only)"
         self.console.start(f"training steps {self.global_steps + 1}-{self.total_training_steps}; rpo_verl features "
                            f"on: {on}; metrics: {metrics_file_path(self.config)}; full logs of every process: "
@@ -104,6 +109,14 @@ class RpoVerlTrainer(PPOTrainerSync):
                 cls = ext.worker_class(str(role), cls)
             if cls is not base:
                 self.role_worker_mapping[role] = ray.remote(cls)
+
+    def _build_replay_buffer(self):
+        # verl's sync replay buffer checks for finished rollouts every 2.0 s (its constructor
+        # default; the trainer passes no value), rounding each rollout phase up to a multiple of 2 s.
+        buffer = super()._build_replay_buffer()
+        if hasattr(buffer, "poll_interval"):
+            buffer.poll_interval = build_run_config(self.config.get("rpo_verl")).sample_poll_s
+        return buffer
 
     # ------------------------------------------------------------------ data and step counting
     def _init_dataloader(self):

@@ -71,6 +71,13 @@ def test_run_config_types_are_checked(compose_config):
     assert build_run_config(cfg.rpo_verl) == RunConfig(dry_run=True, skip_checks=["memory"])
 
 
+def test_sample_poll_s_bounds(compose_config):
+    assert build_run_config(compose_config("rpo_verl.sample_poll_s=0.5").rpo_verl).sample_poll_s == 0.5
+    for bad in ("0", "-1", "11"):
+        with pytest.raises(ConfigError, match=r"rpo_verl\.sample_poll_s: must be in \(0, 10\]"):
+            build_run_config(compose_config(f"rpo_verl.sample_poll_s={bad}").rpo_verl)
+
+
 def test_config_resolves(compose_config):
     cfg = compose_config("preset=cpu", "actor_rollout_ref.model.path=/m")
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -111,3 +111,28 @@ def test_invalid_console_fails_at_start_up_naming_the_key(compose_config, capsys
         main_with_clean_errors(compose_config("preset=cpu", "rpo_verl.console=loud"))
     assert exit_info.value.code == 2
     assert "rpo_verl.console" in capsys.readouterr().err
+
+
+def test_verls_validation_metric_dumps_are_dropped_and_nothing_else():
+    import types
+
+    printed = []
+    module = types.SimpleNamespace(pprint=lambda obj, *a, **k: printed.append(obj))
+    console.drop_verl_metric_dumps(module)
+    console.drop_verl_metric_dumps(module)  # idempotent: one wrapper
+    module.pprint("Initial validation metrics: {'val-core/x/acc/mean@1': 0.5}")
+    module.pprint("Final validation metrics: {'val-core/x/acc/mean@1': 0.6}")
+    module.pprint("Validation metrics of a custom loop: {}")
+    module.pprint({"a": 1})
+    assert printed == ["Validation metrics of a custom loop: {}", {"a": 1}]
+
+
+def test_verl_trainer_base_still_pprints_by_name():
+    # drop_verl_metric_dumps wraps the name verl's fit() calls; fails if verl stops importing it so.
+    import inspect
+
+    import verl.trainer.ppo.v1.trainer_base as tb
+
+    source = inspect.getsource(tb)
+    assert "from pprint import pprint" in source
+    assert all(f'pprint(f"{prefix}' in source for prefix in console.VERL_METRIC_DUMPS)

@@ -66,6 +66,7 @@ def test_default_console_is_short_and_explained(tiny_model_path, add_prompts, de
     assert "[rpo_verl] training finished at step 4/4" in text
     assert not re.search(r"step:\d+ - ", text), "verl's per-step metric dump is on the default console"
     assert "Training Progress" not in text, "verl's progress bar is on the default console"
+    assert "validation metrics: {" not in text, "verl's validation-metrics dump is on the default console"
 
     unexplained = [line for line in lines if WARNING_LINE.search(line)
                    and not any(re.search(p, line) for p in EXPLAINED_WARNINGS)]

@@ -230,3 +230,15 @@ def test_trainer_provides_what_the_extension_protocol_promises(make_trainer):
     attributes = [n for n in Trainer.__annotations__ if n not in ("actor_rollout_wg", "global_steps")]
     assert attributes
     assert all(hasattr(trainer, n) for n in attributes), [n for n in attributes if not hasattr(trainer, n)]
+
+
+def test_replay_buffer_polls_at_rpo_verl_sample_poll_s(make_trainer):
+    # verl's sync replay buffer polls every 2.0 s by default, which rounds each rollout phase up
+    # to a multiple of 2 s; the trainer sets rpo_verl.sample_poll_s on the buffer verl built.
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    assert ReplayBuffer.__init__.__defaults__ is not None and 2.0 in ReplayBuffer.__init__.__defaults__
+    trainer = make_trainer()
+    assert isinstance(trainer.replay_buffer, ReplayBuffer) and trainer.replay_buffer.poll_interval == 0.1
+    trainer = make_trainer(rpo_verl={"sample_poll_s": 0.5})
+    assert trainer.replay_buffer.poll_interval == 0.5
