@@ -105,6 +105,8 @@ def arm_overrides(args, arm: str, run_dir: str) -> list[str]:
         "trainer.resume_mode=auto",
         f"trainer.experiment_name=r2vpo_cpu_{arm}",
         f"trainer.default_local_dir={run_dir}",
+        # Each validation pass's prompts, responses and scores (what a falling accuracy is made of).
+        f"trainer.validation_data_dir={os.path.join(run_dir, 'validation_generations')}",
         *ARMS[arm],
         *args.overrides,
     ]
