@@ -39,6 +39,9 @@ def main() -> int:
     a.add_argument("--min-operand", type=int, default=ArithConfig.min_operand)
     a.add_argument("--max-operand", type=int, default=ArithConfig.max_operand)
     a.add_argument("--ops", default=None, help="comma list of add,sub,mul (default: add)")
+    a.add_argument("--question", choices=("word", "bare"), default=None,
+                   help="word: the story (default); bare: only 'What is <expr>?'")
+    a.add_argument("--instruction", default=None, help="instruction template after the question ({name}, {item}, {expr})")
     a.add_argument("--plain", action="store_true", help="harder prompt: do not show the expression to complete")
     a.add_argument("--out", type=Path, default=None)
     for name, spec in DATASETS.items():
@@ -56,7 +59,8 @@ def main() -> int:
         if args.command == "arith":
             cfg = task_config(args.style, args.plain, steps=args.steps, steps_max=args.steps_max,
                               min_operand=args.min_operand, max_operand=args.max_operand,
-                              ops=tuple(args.ops.split(",")) if args.ops else None)
+                              ops=tuple(args.ops.split(",")) if args.ops else None, question=args.question,
+                              instruction=args.instruction)
             out = args.out or (default_data_dir("arith_reasoning") if args.style == "reasoning" else None)
             for path in prepare_arith(out, args.n_train, args.n_val, args.seed, cfg).values():
                 print(path)

@@ -31,6 +31,7 @@ REASONING_INSTRUCTION = (
     "Explain your reasoning step by step, then write the final answer on the last line as 'Final answer: N'."
 )
 STYLE_INSTRUCTIONS = {"oneline": HINT_INSTRUCTION, "reasoning": REASONING_INSTRUCTION}
+QUESTION_FORMS = ("word", "bare")  # the story with a question, or only "What is <expr>?"
 
 NAMES = ["Tom", "Mia", "Sam", "Ava", "Leo", "Zoe", "Ben", "Lily", "Max", "Emma", "Noah", "Ella"]
 ITEMS = ["apples", "pens", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "toys"]
@@ -42,7 +43,8 @@ class ArithConfig:
 
     ``steps_max`` (default: ``steps``) makes a difficulty mix: each problem draws its number of
     changes uniformly from ``steps..steps_max``. ``style`` only labels the rows (``extra_info.style``);
-    the prompt is ``instruction`` (use ``reasoning_config()`` for the long-chain task).
+    the prompt is the ``question`` (``word``: the story; ``bare``: "What is 8 + 6?") followed by
+    ``instruction`` (use ``reasoning_config()`` for the long-chain task).
     """
 
     steps: int = 1
@@ -53,6 +55,7 @@ class ArithConfig:
     instruction: str = HINT_INSTRUCTION  # a template: {name}, {item}, {expr}
     names: tuple[str, ...] = field(default=tuple(NAMES), repr=False)
     style: str = "oneline"  # oneline | reasoning
+    question: str = "word"  # word: the story ("Sam has 8 coins. Sam gets 6 more. ..."); bare: "What is 8 + 6?"
 
     def __post_init__(self):
         if self.steps < 1:
@@ -63,6 +66,8 @@ class ArithConfig:
             raise ValueError(f"style: choose from {', '.join(STYLE_INSTRUCTIONS)} (got {self.style!r})")
         if not 0 <= self.min_operand <= self.max_operand:
             raise ValueError("min_operand/max_operand: need 0 <= min_operand <= max_operand")
+        if self.question not in QUESTION_FORMS:
+            raise ValueError(f"question: choose from {', '.join(QUESTION_FORMS)} (got {self.question!r})")
         unknown = set(self.ops) - {"add", "sub", "mul"}
         if not self.ops or unknown:
             raise ValueError(f"ops: choose from add, sub, mul (got {sorted(unknown) or 'none'})")
@@ -121,7 +126,7 @@ def make_problem(rng: random.Random, cfg: ArithConfig) -> dict:
             sentences.append(f"Then the number of {item} becomes {b} times as many.")
         steps.append((op, b))
     sentences.append(f"How many {item} does {name} have now?")
-    question = " ".join(sentences)
+    question = " ".join(sentences) if cfg.question == "word" else f"What is {expr}?"
     return {"question": question, "answer": value, "expr": expr, "name": name, "item": item, "steps": steps}
 
 

@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--max-operand", type=int, default=None, help="default: 9")
     parser.add_argument("--ops", default=None, help="comma list of add,sub,mul (default: add)")
     parser.add_argument("--instruction", default=None, help="instruction template ({name}, {item}, {expr})")
+    parser.add_argument("--question", choices=("word", "bare"), default=None,
+                        help="word: the story (default); bare: only 'What is <expr>?'")
     parser.add_argument("--plain", action="store_true", help="use the harder PLAIN_INSTRUCTION")
     parser.add_argument("--batch", type=int, default=64, help="sequences per generate call")
     parser.add_argument("--out", default="outputs/bench/calibrate_task", help="output prefix (.json, .png)")
@@ -141,7 +143,7 @@ def main() -> None:
     model_path = args.model or str(default_model_path())
     cfg = task_config(args.style, args.plain, steps=args.steps, steps_max=args.steps_max,
                       max_operand=args.max_operand, ops=tuple(args.ops.split(",")) if args.ops else None,
-                      instruction=args.instruction)
+                      instruction=args.instruction, question=args.question)
     rows = make_rows(args.n_prompts, args.seed, args.split, cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()

@@ -159,3 +159,25 @@ def test_cli_reasoning_style(tmp_path):
     bad = subprocess.run(cmd[:3] + ["--style", "reasoning", "--plain", "--out", str(out)], capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "plain" in bad.stderr
+
+
+def test_bare_question_is_the_expression_and_keeps_the_answer():
+    from rpo_verl.data.arith import reasoning_config
+
+    word = make_rows(12, seed=5, split="val", cfg=reasoning_config())
+    bare = make_rows(12, seed=5, split="val", cfg=reasoning_config(question="bare", instruction="Go."))
+    for w, b in zip(word, bare):  # same draws, only the wording differs
+        assert b["prompt"][0]["content"] == f"What is {w['extra_info']['expr']}? Go."
+        assert b["reward_model"] == w["reward_model"] and eval(b["extra_info"]["expr"]) == int(w["reward_model"]["ground_truth"])
+    with pytest.raises(ValueError, match="question"):
+        ArithConfig(question="riddle")
+
+
+def test_cli_bare_question_and_instruction(tmp_path):
+    out = tmp_path / "bare"
+    cmd = [sys.executable, str(ROOT / "scripts/prepare_data.py"), "arith", "--style", "reasoning", "--question", "bare",
+           "--instruction", "Explain, then state the final answer.", "--n-train", "40", "--n-val", "10", "--out", str(out)]
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    frame = pd.read_parquet(out / "val.parquet")
+    assert all(re.fullmatch(r"What is [\d + ]+\? Explain, then state the final answer\.", p[0]["content"])
+               for p in frame["prompt"])
