@@ -12,7 +12,8 @@ A finished run's numbers are cached in ``<out-dir>/runs/seed<s>_<arm>.json``; a 
 responses only (``batch × n`` per step; replayed rows are not rollouts).
 
 Target (``--target``, default): the mean over seeds of GRPO-clip's best validation accuracy after
-step 0. Writes ``--results`` (default ``scripts/bench/results/r2vpo_replay.json``) with exactly
+step 0. The results file holds every finished run under ``<out-dir>/runs``, not only those of this
+invocation's ``--seeds``/``--arms``. Writes ``--results`` (default ``scripts/bench/results/r2vpo_replay.json``) with exactly
 
     {"target": float, "runs": [{"seed", "arm", "rollouts_to_target": int | null, "val_acc": [...],
                                 "train_reward": [...], "lambda_max": float}]}
@@ -109,17 +110,21 @@ def check_schema(results: dict) -> None:
             raise ValueError("results: val_acc / train_reward must be lists of floats")
 
 
-def load_cached(out_dir: str, seeds, arms) -> dict:
+def load_cached(out_dir: str) -> dict:
+    """Every finished run under ``<out_dir>/runs`` (any seed, any arm), so that an invocation that
+    runs only some seeds or arms still writes a results file with all runs finished so far."""
     cached = {}
-    for seed in seeds:
-        for arm in arms:
-            path = run_path(out_dir, seed, arm)
-            if os.path.exists(path):
-                with open(path) as f:
-                    r = json.load(f)
-                r["val_acc"] = {int(s): a for s, a in r["val_acc"].items()}
-                cached[(seed, arm)] = r
-    return cached
+    folder = os.path.join(out_dir, "runs")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    for name in names:
+        seed, _, arm = name[len("seed"):-len(".json")].partition("_")
+        if not (name.startswith("seed") and name.endswith(".json") and seed.isdigit() and arm in ARMS):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            r = json.load(f)
+        r["val_acc"] = {int(s): a for s, a in r["val_acc"].items()}
+        cached[(int(seed), arm)] = r
+    return dict(sorted(cached.items(), key=lambda kv: (kv[0][0], ARMS.index(kv[0][1]))))
 
 
 def plot(results: dict, cached: dict, per_step: int, path: str) -> None:
@@ -214,7 +219,7 @@ def main(argv=None, run_arm=None) -> int:
         with open(path + ".tmp", "w") as f:
             json.dump({"seed": seed, "arm": arm, "commit": base._commit(), **summary}, f, indent=1)
         os.replace(path + ".tmp", path)  # written only once the run finished: a rerun skips it
-    cached = load_cached(args.out_dir, args.seeds, args.arms)
+    cached = load_cached(args.out_dir)
     target = args.target if args.target is not None else default_target(cached)
     if target is None:
         raise SystemExit("no target: run the grpo_clip arm or pass --target")

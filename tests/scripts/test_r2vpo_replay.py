@@ -80,6 +80,17 @@ def test_finished_runs_are_skipped_and_a_failed_one_is_retried(bench, tmp_path):
     assert results["target"] == 0.6 and len(results["runs"]) == 6
 
 
+def test_a_partial_invocation_keeps_every_finished_run_in_the_results(bench, tmp_path):
+    """A sitting that runs one arm (or one seed) rewrites the results file with all runs so far."""
+    assert bench.main(_argv(tmp_path, "--seeds", "0", "--arms", "grpo_clip,r2vpo"), run_arm=FakeRunArm()) == 0
+    fake = FakeRunArm()
+    assert bench.main(_argv(tmp_path, "--seeds", "1", "--arms", "r2vpo_replay"), run_arm=fake) == 0
+    assert fake.calls == [(1, "r2vpo_replay")]
+    results = json.loads((tmp_path / "res" / "r2vpo_replay.json").read_text())
+    assert [(r["seed"], r["arm"]) for r in results["runs"]] == [(0, "grpo_clip"), (0, "r2vpo"), (1, "r2vpo_replay")]
+    assert results["target"] == pytest.approx(0.7)  # seed 0's GRPO-clip, the only one finished
+
+
 def test_an_unfinished_run_is_not_cached(bench, tmp_path):
     short = FakeRunArm()
     with pytest.raises(RuntimeError, match="of 6 steps"):
