@@ -51,6 +51,8 @@ STEP_KEYS = (
     "timing_s/step", "timing_s/gen", "timing_s/update_actor", "critic/score/mean", "actor/grad_norm",
     "r2vpo/lambda", "r2vpo/lambda_end", "r2vpo/v_hat", "r2vpo/v_hat_fresh", "r2vpo/v_hat_stale",
     "r2vpo/soft_clip_frac", "r2vpo/ratio_min", "r2vpo/ratio_max", "r2vpo/replay_share", "actor/pg_clipfrac",
+    "actor/ppo_kl", "response_length/mean", "r2vpo/v_hat_behaviour", "r2vpo/replay_behaviour_kl",
+    "r2vpo/replay_is_ess_frac", "r2vpo/replay_is_truncated_frac", "r2vpo/replay_mean_age",
 )
 
 

@@ -39,7 +39,8 @@ import r2vpo_cpu_run as base  # noqa: E402  (the single-seed runner: reused, not
 ARMS = ("grpo_clip", "r2vpo", "r2vpo_replay")
 RUN_KEYS = ("seed", "arm", "rollouts_to_target", "val_acc", "train_reward", "lambda_max")
 DIAG_KEYS = ("r2vpo/lambda_end", "r2vpo/v_hat", "r2vpo/v_hat_fresh", "r2vpo/v_hat_stale", "r2vpo/v_hat_behaviour",
-             "r2vpo/replay_is_ess_frac", "r2vpo/replay_is_truncated_frac", "r2vpo/soft_clip_frac", "critic/score/mean")
+             "r2vpo/replay_is_ess_frac", "r2vpo/replay_is_truncated_frac", "r2vpo/soft_clip_frac", "critic/score/mean",
+             "actor/grad_norm", "actor/ppo_kl", "response_length/mean", "r2vpo/replay_behaviour_kl")
 
 
 def run_path(out_dir: str, seed: int, arm: str) -> str:

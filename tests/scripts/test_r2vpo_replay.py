@@ -109,3 +109,9 @@ def test_schema_check_rejects_extra_or_wrong_fields(bench):
                 {**good, "runs": [{**good["runs"][0], "extra": 1}]}):
         with pytest.raises(ValueError):
             bench.check_schema(bad)
+
+
+def test_every_diagnostic_is_kept_by_the_single_seed_runner(bench):
+    """The per-run diagnostics are read from what ``r2vpo_cpu_run`` keeps of each step: a key missing
+    there silently vanished from the results (ESS and weight truncation did, before this test)."""
+    assert set(bench.DIAG_KEYS) <= set(bench.base.STEP_KEYS)
