@@ -44,7 +44,10 @@ class FakeCluster:
             'echo "started $$" >> "$RECIPE_LOG"\n'
             'for a in "$@"; do echo "arg $a" >> "$RECIPE_LOG"; done\n'
             'echo "env RAY_ADDRESS=$RAY_ADDRESS NNODES=$NNODES GPUS_PER_NODE=$GPUS_PER_NODE" >> "$RECIPE_LOG"\n'
-            'echo "host $FAKE_HOST" >> "$RECIPE_LOG"\n'
+            'echo "host ${FAKE_HOST:-batch}" >> "$RECIPE_LOG"\n'
+            'echo "pgid $(ps -o pgid= $$ | tr -d \' \')" >> "$RECIPE_LOG"\n'
+            'echo "recipe $*" >> "$FAKE_LOG"\n'
+            'if [ -n "${FAKE_RECIPE_CHILD:-}" ]; then sleep 300 & echo "child $!" >> "$RECIPE_LOG"; fi\n'
             'trap \'echo "terminated" >> "$RECIPE_LOG"; exit 143\' TERM\n'
             'end=$((SECONDS + ${FAKE_RECIPE_SLEEP:-0}))\n'
             "while [ $SECONDS -lt $end ]; do sleep 0.05; done\n"
@@ -127,11 +130,15 @@ def test_every_node_gets_ray_and_recipe_runs_on_head_with_overrides(cluster):
     ]
     lines = cluster.recipe_lines()
     assert "env RAY_ADDRESS=10.0.0.1:6379 NNODES=3 GPUS_PER_NODE=4" in lines
-    assert "host node1" in lines
-    recipe_srun = [c for c in calls if c.startswith("srun") and str(cluster.recipe) in c]
-    assert len(recipe_srun) == 1 and "--overlap" in recipe_srun[0] and "-w node1" in recipe_srun[0]
+    # The recipe runs in the batch step itself (the head node), not through srun's I/O forwarding,
+    # and leads its own process group (so that a stop reaches the trainer under it).
+    assert "host batch" in lines
+    assert not [c for c in calls if c.startswith("srun") and str(cluster.recipe) in c]
+    started = next(int(line.split()[1]) for line in lines if line.startswith("started"))
+    assert f"pgid {started}" in lines
     # The recipe starts only after every worker has joined.
-    assert calls.index(recipe_srun[0]) > max(calls.index(w) for w in workers)
+    recipe_call = next(i for i, c in enumerate(calls) if c.startswith("recipe "))
+    assert recipe_call > max(calls.index(w) for w in workers)
     # Ray processes are stopped when the job script ends.
     assert cluster.live_nodes() == []
 
@@ -219,6 +226,32 @@ def test_time_limit_signal_requeues_and_stops_the_run(cluster):
     assert "requeueing job 4242 (restart 1 of at most 20)" in err
     assert "terminated" in cluster.recipe_lines()
     assert cluster.live_nodes() == []
+
+
+def test_stop_reaches_the_recipes_children(cluster):
+    # The trainer is the recipe's child when a recipe does not exec it: the stop signals the group.
+    proc = cluster.popen(FAKE_RECIPE_SLEEP=30, FAKE_RECIPE_CHILD=1)
+    try:
+        assert _wait_for(lambda: any(line.startswith("child") for line in cluster.recipe_lines()))
+        proc.send_signal(signal.SIGUSR1)
+        proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    child = next(int(line.split()[1]) for line in cluster.recipe_lines() if line.startswith("child"))
+    assert _wait_for(lambda: not _alive(child), timeout=5), f"the recipe's child {child} outlived the job"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) is not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_no_requeue_past_max_restarts_run_continues(cluster):

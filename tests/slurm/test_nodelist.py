@@ -65,7 +65,7 @@ def _run_job_script(slurm_conf, tmp_path: Path, nodelist: str, gpus: int, **extr
     calls.touch()
     recipe = tmp_path / "recipe.sh"
     recipe.write_text('#!/usr/bin/env bash\nprintf "arg %s\\n" "$@" > "$RECIPE_LOG"\n'
-                      'echo "env $RAY_ADDRESS $FAKE_HOST" >> "$RECIPE_LOG"\n')
+                      'echo "env $RAY_ADDRESS ${FAKE_HOST:-batch-step}" >> "$RECIPE_LOG"\n')
     env = dict(
         slurm_conf.env,
         PATH=f"{bin_dir}:{slurm_conf.env['PATH']}",
@@ -99,7 +99,10 @@ def test_head_and_worker_commands_for_gpu_001_004_007(slurm_conf, tmp_path):
     assert "waiting up to 20s for 5 node(s) with 40 GPU(s)" in stderr
     assert "Ray cluster ready: 5 node(s), 40 GPU(s)" in stderr
     assert recipe[:3] == ["arg trainer.nnodes=5", "arg trainer.n_gpus_per_node=8", "arg trainer.resume_mode=auto"]
-    assert recipe[-1] == "env 10.0.0.1:6390 gpu001"  # the recipe runs on the head, attached to it
+    # The recipe runs in the batch step (Slurm's first node, the head), not in an srun step, and is
+    # attached to the head.
+    assert recipe[-1] == "env 10.0.0.1:6390 batch-step"
+    assert not [c for c in calls if c.startswith("srun ") and "recipe.sh" in c]
     assert left == []  # every fake Ray process was stopped when the job script ended
 
 
